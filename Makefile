@@ -1,0 +1,57 @@
+# seriesgate — see README.md. Two commands on a fresh machine: `make run`, `make check`.
+VENV    ?= .venv
+PYTHON  ?= python3
+BIN     := $(VENV)/bin
+TAGS    ?=
+ARGS    ?=
+
+.PHONY: all setup venv run check check-unit check-functional lint bench bench-build bench-testenv clean
+
+all: check
+
+# Debian packages (apt) — idempotent, quick when everything is there.
+setup:
+	bash ci/setup-host.sh
+
+# The virtualenv with pinned Python dependencies (pyproject.toml).
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml ci/setup-host.sh
+	bash ci/setup-host.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# Verify the default series end to end (offline copies from ../shared/series when present).
+run: venv
+	$(BIN)/seriesgate run $(ARGS)
+
+check: lint check-unit check-functional
+
+lint: venv
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+# pytest exits 5 when it collects nothing: that is a failure here, not a pass.
+check-unit: venv
+	$(BIN)/pytest -q tests/unit; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "check-unit: no tests collected" >&2; exit 1; fi; exit $$rc
+
+# Functional tests (Avocado) on the baseline and patched builds of the default series,
+# inside the test environment. Passes when the gate reached a verdict (pass or fail):
+# a QEMU defect found by a test is a finding in the report, not a broken tool.
+check-functional: venv
+	$(BIN)/seriesgate run --check-tool $(if $(TAGS),--tags $(TAGS)) $(ARGS)
+
+bench: venv
+	$(BIN)/seriesgate bench $(ARGS)
+
+bench-build: venv
+	$(BIN)/python ci/bench_build.py
+
+bench-testenv: venv
+	$(BIN)/python ci/bench_testenv.py
+
+clean:
+	rm -rf $(VENV) results

@@ -1,0 +1,3 @@
+from seriesgate.cli import main
+
+raise SystemExit(main())

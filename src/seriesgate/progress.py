@@ -1,0 +1,39 @@
+"""One line per long step on stderr; quiet otherwise.
+
+>>> with step("build", "baseline"):   # doctest: +SKIP
+...     pass
+[build] baseline ... done (0.0 s)
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    global _quiet
+    _quiet = quiet
+
+
+def say(stage: str, message: str) -> None:
+    """Print one progress line: ``[stage] message``."""
+    if not _quiet:
+        print(f"[{stage}] {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def step(stage: str, what: str) -> Iterator[None]:
+    """Announce a long step, then its outcome and wall time, on one line each."""
+    say(stage, f"{what} ...")
+    start = time.monotonic()
+    try:
+        yield
+    except BaseException:
+        say(stage, f"{what} FAILED after {time.monotonic() - start:.1f} s")
+        raise
+    say(stage, f"{what} done ({time.monotonic() - start:.1f} s)")
