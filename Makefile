@@ -4,6 +4,10 @@ PYTHON  ?= python3
 BIN     := $(VENV)/bin
 TAGS    ?=
 ARGS    ?=
+SHELL   := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# The machine's pip config names local indexes that may be absent; keep only real messages.
+PIPQUIET := 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 
 .PHONY: all setup venv run check check-unit check-functional lint bench bench-build bench-testenv clean
 
@@ -18,8 +22,8 @@ venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml ci/setup-host.sh
 	bash ci/setup-host.sh
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --upgrade pip $(PIPQUIET)
+	$(BIN)/pip install -q -e '.[dev]' $(PIPQUIET)
 	touch $@
 
 # Verify the default series end to end (offline copies from ../shared/series when present).
