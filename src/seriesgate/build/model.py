@@ -37,6 +37,7 @@ class PatchBuild:
     builds: bool
     errors: tuple[CompilerError, ...] = ()
     log: Path | None = None
+    binary: Path | None = None  # kept per commit when it builds: bisect runs tests on it
 
 
 @dataclass(frozen=True)
