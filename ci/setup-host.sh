@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   # QEMU build (configure + ninja); meson itself comes from PyPI (the tree needs >= 1.5)
   build-essential ninja-build pkg-config libglib2.0-dev flex bison ccache
-  zlib1g-dev libpixman-1-dev git patch perl python3-venv
+  zlib1g-dev libpixman-1-dev libfdt-dev git patch perl python3-venv
   # firmware for the QEMU under test (the Debian source tarball strips blobs)
   seabios qemu-system-data ipxe-qemu
   # the L1 test VM: Debian's own QEMU runs it (infrastructure, not under test)
