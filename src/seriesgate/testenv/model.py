@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
+
+DEFAULT_MAC = "52:54:00:12:34:56"
 
 
 class Mode(StrEnum):
@@ -20,6 +23,25 @@ class VdpaDevice:
     chardev: Path  # /dev/vhost-vdpa-N
     max_vqs: int
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "mgmtdev": self.mgmtdev,
+            "mac": self.mac,
+            "chardev": str(self.chardev),
+            "max_vqs": self.max_vqs,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VdpaDevice:
+        return cls(
+            name=str(data["name"]),
+            mgmtdev=str(data["mgmtdev"]),
+            mac=str(data["mac"]),
+            chardev=Path(data["chardev"]),
+            max_vqs=int(data["max_vqs"]),
+        )
+
 
 @dataclass(frozen=True)
 class GuestImage:
@@ -29,11 +51,38 @@ class GuestImage:
     initrd: Path
     append: str  # kernel command line the agent expects
 
+    def to_json(self) -> dict[str, Any]:
+        return {"kernel": str(self.kernel), "initrd": str(self.initrd), "append": self.append}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GuestImage:
+        return cls(
+            kernel=Path(data["kernel"]), initrd=Path(data["initrd"]), append=str(data["append"])
+        )
+
 
 @dataclass(frozen=True)
 class TestEnv:
+    """What ``prepare()`` found or built: the mode and the assets to run tests in it."""
+
+    __test__ = False  # not a pytest test class despite the name
+
     mode: Mode
     kernel_version: str  # of the kernel the devices live in
     l2_guest: GuestImage
     assets_dir: Path  # cache dir holding kernel, modules, initramfs
     l1_kvm: bool  # VM mode: whether L2 can use KVM inside L1 (host mode: /dev/kvm usable)
+    reason: str = ""  # why this mode was chosen (one line, shown by --check)
+    l1_kernel: Path | None = None  # VM mode: the L1 kernel image
+    l1_initrd: Path | None = None  # VM mode: the L1 initramfs
+    modules_root: Path | None = None  # VM mode: `modprobe -d` root holding lib/modules/<kver>
+    manifest: dict[str, Any] = field(default_factory=dict)  # what was built, pinned versions
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A device to create: its name and MAC (a migration pair shares one MAC)."""
+
+    name: str
+    mac: str = DEFAULT_MAC
+    mgmtdev: str = "vdpasim_net"

@@ -1,0 +1,50 @@
+#!/bin/sh
+# /init of the L2 guest initramfs (busybox-static): load virtio_net, bring eth0 up, then
+# serve the seriesgate agent protocol (see seriesgate/testenv/agent.py) on the agent port.
+# Console: ttyS0. Agent: the port named by sgagent= on the kernel command line (ttyS1).
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /tmp /run /sg
+mount -t tmpfs tmpfs /run
+# Modules in dependency order (written by the asset builder).
+while read -r ko; do
+  insmod "/lib/modules/$ko" || echo "sg-l2: insmod $ko failed"
+done < /lib/modules/load-order
+ip link set lo up
+ip link set eth0 up 2>/dev/null || echo "sg-l2: no eth0"
+echo "sg-l2: up in $(cut -d' ' -f1 /proc/uptime) s"
+
+port=ttyS1
+for word in $(cat /proc/cmdline); do
+  case "$word" in sgagent=*) port="${word#sgagent=}" ;; esac
+done
+tty="/dev/$port"
+
+serve() {
+  stty -F "$tty" raw -echo -echoe -echok -echoctl -echoke 2>/dev/null
+  exec 3<"$tty" 4>"$tty"
+  while read -r verb nonce arg <&3; do
+    case "$verb" in
+      SGPING) echo "SGPONG $nonce" >&4 ;;
+      SGRUN)
+        if echo "$arg" | base64 -d > /sg/cmd 2>/dev/null; then
+          (cd /root 2>/dev/null || cd /; exec sh /sg/cmd) </dev/null >/sg/out 2>&1
+          st=$?
+        else
+          echo "sg-l2: undecodable command" > /sg/out
+          st=126
+        fi
+        { echo "SGBEGIN $nonce"; base64 /sg/out; echo "SGEND $nonce $st"; } >&4
+        ;;
+    esac
+  done
+}
+
+mkdir -p /root
+while true; do
+  ( serve )
+  echo "sg-l2: agent loop ended; restarting"
+  sleep 1
+done
