@@ -1,0 +1,58 @@
+"""Guest reboots reset and restart the vDPA device; memory is re-mapped and traffic flows."""
+
+from __future__ import annotations
+
+import time
+
+from seriesgate.functional.test import VdpaTest
+from seriesgate.functional.trace import TraceEvent, dma_maps, select
+
+REBOOTS = 2
+
+
+def mapped_bytes_per_start(events: list[TraceEvent]) -> list[int]:
+    """Bytes of guest RAM mapped after each ``vhost_vdpa_dev_start started: 1``."""
+    ram_vaddrs = {ev.int("vaddr") for ev in select(events, "vhost_vdpa_listener_region_add")}
+    totals: list[int] = []
+    for ev in events:
+        if ev.name == "vhost_vdpa_dev_start" and ev.fields.get("started") == 1:
+            totals.append(0)
+        elif ev.name == "vhost_vdpa_dma_map" and totals:
+            (rng,) = dma_maps([ev])
+            if rng.uaddr in ram_vaddrs:
+                totals[-1] += rng.size
+    return totals
+
+
+class ResetReboot(VdpaTest):
+    def test_reboot_twice(self) -> None:
+        """
+        :avocado: tags=slow,vdpa,expect:holds-on-both
+        """
+        device = self.fresh_device(0)
+        # The L2 arguments say -no-reboot; a guest reboot must reset the machine here.
+        guest = self.launch_guest(device, extra_args=["-action", "reboot=reset"])
+        self.check_traffic(guest, count=10, label="traffic_boot")
+        for n in range(1, REBOOTS + 1):
+            since = len(guest.machine.events)
+            start = time.monotonic()
+            guest.agent.run("(sleep 0.2; reboot -f) >/dev/null 2>&1 &", timeout=10)
+            guest.machine.event_wait("RESET", {"data": {"guest": True}}, timeout=60, since=since)
+            guest.wait_ready(self.boot_timeout)
+            self.measurements[f"reboot_{n}_s"] = round(time.monotonic() - start, 2)
+            guest.find_iface()
+            guest.link_up()
+            self.check_traffic(guest, count=10, label=f"traffic_reboot_{n}")
+        events = guest.machine.trace()
+        starts = mapped_bytes_per_start(events)
+        self.measurements["ram_bytes_mapped_per_start"] = starts
+        self.measurements["dev_start_events"] = [
+            ev.fields.get("started") for ev in select(events, "vhost_vdpa_dev_start")
+        ]
+        self.assertGreaterEqual(len(starts), REBOOTS + 1, f"device started {len(starts)} times")
+        first = starts[0]
+        self.assertGreater(first, 0, "no guest RAM mapped at the first start")
+        for n, total in enumerate(starts[-REBOOTS:], 1):
+            self.assertGreaterEqual(
+                total, first, f"restart {n}: only {total:#x} bytes of guest RAM re-mapped"
+            )
