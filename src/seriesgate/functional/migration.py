@@ -25,12 +25,13 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from seriesgate.functional.machine import QemuTimeout, VdpaMachine
+from seriesgate.functional.test import Guest
 from seriesgate.functional.timeline import (
     MapTimeline,
     QmpEvent,
@@ -303,20 +304,7 @@ def guest_args(
     return args
 
 
-@dataclass
-class Side:
-    """One running L2 QEMU and its agent."""
-
-    vm: VdpaMachine
-    agent: GuestAgent
-    device: VdpaDevice
-
-    def close(self) -> None:
-        self.agent.close()
-        self.vm.shutdown()
-
-
-def start_side(
+def launch_l2(
     binary: Path,
     workdir: Path,
     name: str,
@@ -325,10 +313,17 @@ def start_side(
     spec: GuestSpec,
     *,
     incoming: bool,
-    firmware_dirs: tuple[Path, ...] = (),
+    firmware_dirs: Sequence[Path] = (),
     log: logging.Logger | None = None,
-) -> Side:
-    """Launch one side; the source's guest is booted and its agent answers when this returns."""
+    boot_timeout: float | None = None,
+) -> Guest:
+    """Launch one side of a migration pair (traced with :data:`DEST_TRACE_EVENTS`).
+
+    The source's guest is booted, its agent answers and its NIC is up when this returns;
+    the destination (``incoming``) waits for the migration. The caller shuts it down
+    (``guest.machine.shutdown()``, ``guest.agent.close()``) also when this raises.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
     agent_socket = Path(f"/tmp/sg-agent-{os.getpid()}-{name}-{time.monotonic_ns() & 0xFFFFFF:x}")
     vm = VdpaMachine(
         binary,
@@ -347,14 +342,11 @@ def start_side(
         memlock=spec.memlock if spec.memlock is not None else resource.RLIM_INFINITY,
         log=log,
     )
+    guest = Guest(vm, GuestAgent(agent_socket, log=workdir / f"{name}.agent.log"), device)
     vm.launch()
-    agent = GuestAgent(agent_socket, log=workdir / f"{name}.agent.log")
-    side = Side(vm, agent, device)
     if not incoming:
-        try:
-            vm.guarded("booting L2", lambda: agent.wait_ready(timeout=180 if spec.kvm else 400))
-            vm.check_vhost()
-        except BaseException:
-            side.close()
-            raise
-    return side
+        guest.wait_ready(boot_timeout or (120.0 if spec.kvm else 400.0))
+        vm.check_vhost()
+        guest.find_iface()
+        guest.link_up()
+    return guest

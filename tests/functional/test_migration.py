@@ -1,0 +1,397 @@
+"""Live migration of an L2 guest on vhost-vdpa (vdpa_sim) between two QEMUs inside the test VM.
+
+Each test starts a source QEMU on one vdpa_sim device and a destination QEMU (``-incoming
+defer``) on a second device with the same MAC, keeps guest traffic running (the guest streams
+frames to its own MAC; vdpa_sim loops them back), migrates over a unix socket, and checks
+behaviour, never the status word alone. Numbers go to ``measurements.json``.
+
+Parameters (``-p``, see :mod:`seriesgate.functional.test`): ``qemu_bin``, ``firmware_dirs``,
+``guest_mem`` (MiB, default 256), ``accel``, and ``large_mem`` (MiB, default 1024) for the
+tests that need a guest whose mapping takes long (overrun, QMP responsiveness, cancel).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import replace
+from typing import Any
+
+from seriesgate.functional.machine import QemuFailure
+from seriesgate.functional.migration import (
+    GuestSpec,
+    MigrationHang,
+    MigrationRecord,
+    launch_l2,
+    migrate,
+)
+from seriesgate.functional.test import Guest, VdpaTest
+from seriesgate.functional.timeline import (
+    check_map_at_load_setup,
+    largest_gap,
+    latency_stats,
+)
+from seriesgate.functional.trace import read_trace, unmatched_maps
+from seriesgate.testenv import vdpa
+from seriesgate.testenv.model import VdpaDevice
+
+NEW_MAC = "52:54:00:ab:cd:ef"
+STREAM = "/root/stream.txt"
+STREAM_INTERVAL_US = 2000
+# The QMP responsiveness bound (claim:map-in-thread). On baseline 10.0.13 the destination's
+# main thread pins all guest RAM inside vm_start: QMP stalls for the whole map (TESTENV:
+# 0.47-0.95 s for 256 MB, so >= ~2 s for 1 GB). An unblocked main thread answers query-status
+# in about a millisecond; the rest of switchover (device state load, vhost start without
+# pinning) is tens of ms. 200 ms is well above that and well below baseline's stall, so it
+# separates "maps block the main thread" from "they do not".
+QMP_RTT_BOUND_MS = 200.0
+
+
+class MigrationBase(VdpaTest):
+    """Source and destination L2 guests on the environment's first two devices (same MAC)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        if len(self.env.devices) < 2:
+            self.error("migration needs two vdpa devices with one MAC (run_in_env(devices=2))")
+        # Large guests for the overrun/QMP tests; the L1 VM must hold two of them, pinned.
+        self.large_mem = int(self.params.get("large_mem", default=1024))
+        self.started = time.monotonic()
+        self.records = 0
+
+    def tearDown(self) -> None:
+        self.measurements["test_seconds"] = round(time.monotonic() - self.started, 1)
+        super().tearDown()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def spec(self, **kw: Any) -> GuestSpec:
+        base: dict[str, Any] = {"mem_mb": self.guest_mem, "kvm": self.accel == "kvm"}
+        base.update(kw)
+        return GuestSpec(**base)
+
+    def pair_devices(self) -> tuple[VdpaDevice, VdpaDevice]:
+        return self.fresh_device(0), self.fresh_device(1)
+
+    def start(self, name: str, device: VdpaDevice, spec: GuestSpec, *, incoming: bool) -> Guest:
+        guest = launch_l2(
+            self.qemu_bin,
+            self.outdir,
+            name,
+            self.env,
+            device,
+            spec,
+            incoming=incoming,
+            firmware_dirs=self.firmware_dirs,
+            log=self.log,
+            boot_timeout=self.boot_timeout,
+        )
+        self.machines.append(guest.machine)  # reaped by VdpaTest.tearDown, also on failure
+        self.agents.append(guest.agent)
+        return guest
+
+    def stop(self, guest: Guest) -> None:
+        guest.agent.close()
+        guest.machine.shutdown()
+
+    def start_stream(self, guest: Guest) -> None:
+        """The guest keeps sending frames to its own MAC and logs what comes back."""
+        guest.run(f"rm -f {STREAM}; sgpkt stream {guest.iface} {STREAM_INTERVAL_US} {STREAM} "
+                  "</dev/null >/dev/null 2>&1 &")  # fmt: skip
+
+    def stream_gap_ms(self, guest: Guest) -> float | None:
+        """Largest gap between frames the guest got back (guest clock: the datapath pause)."""
+        out = guest.run(f"cat {STREAM}", timeout=60).output
+        stamps = [int(ln.split()[2]) / 1e9 for ln in out.splitlines() if len(ln.split()) == 3]
+        gap = largest_gap(stamps)
+        return None if gap is None else round((gap[1] - gap[0]) * 1000, 3)
+
+    def run_migration(
+        self, src: Guest, dst: Guest, *, timeout: float = 120.0, **kw: Any
+    ) -> MigrationRecord:
+        uri = f"unix:/tmp/sg-mig-{os.getpid()}-{time.monotonic_ns() & 0xFFFFFF:x}.sock"
+        self.log.info("migrating %s -> %s over %s", src.machine.name, dst.machine.name, uri)
+        rec = migrate(src.machine, dst.machine, uri, timeout=timeout, **kw)
+        self.records += 1
+        rec.write(self.outdir / f"migration-{self.records}.json")
+        self.log.info("migration %d: %s", self.records, rec.summary())
+        return rec
+
+    def assert_completed(self, rec: MigrationRecord, src: Guest, dst: Guest) -> None:
+        """Completed, source postmigrate, destination running on vhost (not only the word)."""
+        if rec.status != "completed":
+            self.fail(f"migration ended {rec.status!r}: {rec.error or '(no error-desc)'}")
+        src_state = src.machine.qmp("query-status")["status"]
+        dst_state = dst.machine.qmp("query-status")["status"]
+        if src_state != "postmigrate" or dst_state != "running":
+            self.fail(f"after migration: source {src_state!r} (want postmigrate), "
+                      f"destination {dst_state!r} (want running)")  # fmt: skip
+        dst.machine.check_vhost()
+        dst.iface = src.iface
+
+    def migrate_pair(
+        self, spec_src: GuestSpec, spec_dst: GuestSpec, **kw: Any
+    ) -> tuple[Guest, Guest, MigrationRecord]:
+        dev_a, dev_b = self.pair_devices()
+        src = self.start("source", dev_a, spec_src, incoming=False)
+        self.start_stream(src)
+        dst = self.start("destination", dev_b, spec_dst, incoming=True)
+        rec = self.run_migration(src, dst, **kw)
+        self.assert_completed(rec, src, dst)
+        return src, dst, rec
+
+
+class MigrationCorrectness(MigrationBase):
+    """:avocado: tags=migration,quick,vdpa,cvq,expect:holds-on-both"""
+
+    def test_same_guest_mac_traffic(self) -> None:
+        """Source postmigrate, destination running, same guest, CVQ MAC kept, traffic flows."""
+        dev_a, dev_b = self.pair_devices()
+        src = self.start("source", dev_a, self.spec(), incoming=False)
+        token = os.urandom(8).hex()
+        src.run(f"echo {token} > /root/token")
+        boot_id = src.run("cat /proc/sys/kernel/random/boot_id").output.strip()
+        uptime0 = float(src.run("cut -d' ' -f1 /proc/uptime").output)
+        src.run(f"ip link set {src.iface} address {NEW_MAC}")
+        src_mac = self.env.config(dev_a.name).get("mac")
+        if src_mac != NEW_MAC:
+            self.fail(f"CVQ MAC change did not reach {dev_a.name} before migration: {src_mac}")
+        src.device = dev_a = replace(dev_a, mac=NEW_MAC)
+        self.check_traffic(src, label="before_migration")
+        self.start_stream(src)
+        dst = self.start("destination", dev_b, self.spec(), incoming=True)
+        rec = self.run_migration(src, dst)
+        self.assert_completed(rec, src, dst)
+        dst.device = replace(dev_b, mac=NEW_MAC)
+        self.measurements.update(rec.summary())
+        self.measurements.update(rec.timeline().summary())
+        if dst.run("cat /root/token").output.strip() != token:
+            self.fail("the value written before migration is not in the destination guest")
+        if dst.run("cat /proc/sys/kernel/random/boot_id").output.strip() != boot_id:
+            self.fail("the destination runs a different boot of the guest (boot_id changed)")
+        uptime1 = float(dst.run("cut -d' ' -f1 /proc/uptime").output)
+        self.measurements["uptime_before_after"] = [uptime0, uptime1]
+        if uptime1 < uptime0:
+            self.fail(f"guest uptime went back: {uptime0} s before, {uptime1} s after")
+        dst_mac = self.env.config(dev_b.name).get("mac")
+        self.measurements["dest_device_mac"] = dst_mac
+        if dst_mac != NEW_MAC:
+            self.fail(f"destination device {dev_b.name} MAC is {dst_mac}; the guest set "
+                      f"{NEW_MAC} via CVQ before migration")  # fmt: skip
+        self.check_traffic(dst, label="after_migration")
+        self.measurements["guest_datapath_gap_ms"] = self.stream_gap_ms(dst)
+
+
+class MigrationPingPong(MigrationBase):
+    """:avocado: tags=migration,slow,vdpa,expect:holds-on-both"""
+
+    def test_three_round_trips(self) -> None:
+        """A -> B -> A three times, reusing the two devices; traffic after each hop."""
+        dev_a, dev_b = self.pair_devices()
+        here = self.start("source", dev_a, self.spec(), incoming=False)
+        hops = []
+        for hop in range(1, 7):
+            # The device the guest is not on; its previous QEMU has quit: reuse it, fresh.
+            there_dev = self.fresh_device(1 if hop % 2 else 0)
+            there = self.start(f"hop{hop}", there_dev, self.spec(), incoming=True)
+            self.start_stream(here)
+            rec = self.run_migration(here, there)
+            self.assert_completed(rec, here, there)
+            traffic = self.check_traffic(there, label=f"after_hop{hop}")
+            hops.append({**rec.summary(), "rx": traffic["guest_rx_packets"]})
+            self.stop(here)
+            here = there
+        self.measurements["hops"] = hops
+
+
+class MigrationSvqDestination(MigrationBase):
+    """:avocado: tags=migration,quick,svq,claim:svq-iova-tree,expect:holds-on-both"""
+
+    def _check(self, svq_source: bool) -> dict[str, Any]:
+        src, dst, rec = self.migrate_pair(self.spec(svq=svq_source), self.spec(svq=True))
+        tl = rec.timeline()
+        identity = [m for m in tl.maps if m.iova == m.gpa]
+        out = {**rec.summary(), **tl.summary(), "identity_maps": len(identity)}
+        out["maps"] = [[hex(m.gpa), hex(m.iova), hex(m.size)] for m in tl.maps]
+        self.measurements["svq_source" if svq_source else "passthrough_source"] = out
+        if not tl.maps:
+            self.fail("x-svq=on destination traced no guest-memory map")
+        # With SVQ the listener translates GPA through the iova tree: IOVAs come from the
+        # tree's allocator, not GPA = IOVA for every region.
+        if len(identity) == len(tl.maps):
+            self.fail(f"x-svq=on destination mapped all {len(tl.maps)} guest regions at "
+                      f"GPA = IOVA: the iova tree is not in use")  # fmt: skip
+        self.check_traffic(dst, label="after_migration")
+        return out
+
+    def test_svq_destination_only(self) -> None:
+        self._check(svq_source=False)
+
+    def test_svq_both_sides(self) -> None:
+        self._check(svq_source=True)
+
+
+class MigrationMapOrdering(MigrationBase):
+    """:avocado: tags=migration,quick,ordering,claim:map-at-load-setup,expect:fixed-by-series"""
+
+    def test_maps_before_switchover(self) -> None:
+        """Guest RAM is mapped while the source still runs; none inside the downtime."""
+        src, dst, rec = self.migrate_pair(self.spec(), self.spec())
+        tl = rec.timeline()
+        self.measurements.update(rec.summary())
+        self.measurements.update(tl.summary())
+        self.check_traffic(dst, label="after_migration")
+        self.measurements["guest_datapath_gap_ms"] = self.stream_gap_ms(dst)
+        verdict = check_map_at_load_setup(tl)
+        self.measurements["claim_reasons"] = list(verdict.reasons)
+        if not verdict.holds:
+            self.fail("claim map-at-load-setup not shown: " + "; ".join(verdict.reasons))
+
+    def test_maps_overrun_complete_by_device_start(self) -> None:
+        """A large idle guest transfers faster than it maps: every map must end by DRIVER_OK."""
+        dev_a, dev_b = self.pair_devices()
+        spec = self.spec(mem_mb=self.large_mem)
+        src = self.start("source", dev_a, spec, incoming=False)
+        dst = self.start("destination", dev_b, spec, incoming=True)
+        rec = self.run_migration(src, dst)
+        self.assert_completed(rec, src, dst)
+        tl = rec.timeline()
+        self.measurements.update({"guest_mem_mb": self.large_mem, **rec.summary()})
+        self.measurements.update(tl.summary())
+        self.check_traffic(dst, label="after_migration")
+        verdict = check_map_at_load_setup(tl, allow_overrun=True)
+        self.measurements["claim_reasons"] = list(verdict.reasons)
+        if not verdict.holds:
+            self.fail("claim map-at-load-setup (overrun case) not shown: "
+                      + "; ".join(verdict.reasons))  # fmt: skip
+
+
+class MigrationQmpResponsive(MigrationBase):
+    """:avocado: tags=migration,slow,claim:map-in-thread,expect:fixed-by-series"""
+
+    def test_query_status_rtt_while_mapping(self) -> None:
+        """query-status every ~10 ms on the destination; max RTT under QMP_RTT_BOUND_MS."""
+        spec = self.spec(mem_mb=self.large_mem)
+        src, dst, rec = self.migrate_pair(spec, spec, sample_rtt=True)
+        tl = rec.timeline()
+        m = tl.markers
+        window = (m.dest_setup or rec.started, (m.dest_completed or rec.ended) + 0.05)
+        stats = latency_stats(rec.rtt, window)
+        self.measurements.update({"guest_mem_mb": self.large_mem, **rec.summary()})
+        self.measurements.update(tl.summary())
+        self.measurements["qmp_rtt_migration"] = stats
+        self.measurements["qmp_rtt_bound_ms"] = QMP_RTT_BOUND_MS
+        if not stats["count"]:
+            self.fail("no query-status sample fell inside the migration")
+        if stats["max_ms"] > QMP_RTT_BOUND_MS:
+            self.fail(f"destination QMP stalled: max query-status RTT {stats['max_ms']:.1f} ms "
+                      f"(p99 {stats['p99_ms']:.1f} ms, {stats['count']} samples) > "
+                      f"{QMP_RTT_BOUND_MS:.0f} ms while mapping {self.large_mem} MB; "
+                      f"{tl.on_main_thread}/{len(tl.maps)} maps on the main thread")  # fmt: skip
+
+
+class MigrationCancel(MigrationBase):
+    """:avocado: tags=migration,slow,expect:holds-on-both"""
+
+    def test_cancel_then_migrate_again(self) -> None:
+        """migrate_cancel mid-way: source runs on, destination cleans up, a retry succeeds."""
+        dev_a, dev_b = self.pair_devices()
+        spec = self.spec()
+        src = self.start("source", dev_a, spec, incoming=False)
+        # Keep dirtying guest RAM so the migration cannot converge before the cancel.
+        src.run("(while :; do dd if=/dev/urandom of=/dev/shm/x bs=1M count=64 2>/dev/null; "
+                "done) </dev/null >/dev/null 2>&1 &")  # fmt: skip
+        self.start_stream(src)
+        dst = self.start("destination", dev_b, spec, incoming=True)
+
+        def cancel() -> None:
+            time.sleep(0.3)
+            src.machine.qmp("migrate_cancel")
+
+        rec = self.run_migration(src, dst, on_active=cancel, max_bandwidth=32 << 20)
+        self.measurements["first"] = rec.summary()
+        if rec.status != "cancelled":
+            self.fail(f"migrate_cancel did not cancel: migration ended {rec.status!r}")
+        state = src.machine.qmp("query-status")["status"]
+        if state != "running":
+            self.fail(f"source {state!r} after cancel, want running")
+        src.run("kill $(pidof dd) 2>/dev/null; rm -f /dev/shm/x; true")
+        self.check_traffic(src, label="source_after_cancel")
+        # The destination exits (the incoming side fails) or stays with every map undone.
+        deadline = time.monotonic() + 20
+        while dst.machine.is_running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        live = unmatched_maps(read_trace(dst.machine.trace_path))
+        self.measurements["dest_live_maps_after_cancel"] = len(live)
+        if dst.machine.is_running():
+            self.measurements["dest_after_cancel"] = "running"
+            if live:
+                self.fail(f"destination still has {len(live)} mapped range(s) after cancel")
+        else:
+            self.stop(dst)
+            self.measurements["dest_after_cancel"] = f"exited {dst.machine.exitcode}"
+            if dst.machine.crash is not None:
+                self.fail(f"destination died on {dst.machine.crash.signal} after cancel; "
+                          f"backtrace {list(dst.machine.crash.frames[:6])}")  # fmt: skip
+        self.stop(dst)
+        dst2 = self.start("destination2", self.fresh_device(1), spec, incoming=True)
+        rec2 = self.run_migration(src, dst2)
+        self.assert_completed(rec2, src, dst2)
+        self.measurements["second"] = rec2.summary()
+        self.check_traffic(dst2, label="after_second_migration")
+
+
+class MigrationDestinationFaults(MigrationBase):
+    """:avocado: tags=migration,slow,expect:holds-on-both"""
+
+    FAIL_WITHIN_S = 60.0
+
+    def _failing(self, dst_dev: VdpaDevice, dst_spec: GuestSpec, what: str) -> dict[str, Any]:
+        """Migrate to a destination that cannot work; it must fail in time, source runs on."""
+        src = self.start("source", self.fresh_device(0), self.spec(), incoming=False)
+        self.start_stream(src)
+        try:
+            dst = self.start("destination", dst_dev, dst_spec, incoming=True)
+        except QemuFailure as exc:
+            # Refusing to start at all is a clean, immediate failure; quote it.
+            out = {"destination": "refused to start", "error": str(exc).splitlines()[0]}
+            self.check_traffic(src, label="source_after_refusal")
+            return out
+        t0 = time.monotonic()
+        try:
+            rec = self.run_migration(src, dst, timeout=self.FAIL_WITHIN_S)
+        except MigrationHang as exc:
+            self.fail(f"{what}: migration HUNG for more than {self.FAIL_WITHIN_S:.0f} s: "
+                      f"{str(exc).splitlines()[0]}")  # fmt: skip
+        out: dict[str, Any] = {**rec.summary(), "seconds": round(time.monotonic() - t0, 2)}
+        errors = re.findall(r"^.*(?:error|fail|unable).*$", dst.machine.stderr_text(), re.M | re.I)
+        out["destination_errors"] = errors[-5:]
+        self.log.info("%s: %s", what, out)
+        if rec.status == "completed":
+            # Completed although the destination could not map: its NIC must still work.
+            out["completed_anyway"] = True
+            dst.iface = src.iface
+            self.check_traffic(dst, label="destination_after_completed")
+            return out
+        state = src.machine.qmp("query-status")["status"]
+        if state != "running":
+            self.fail(f"{what}: source {state!r} after the failed migration, want running")
+        self.check_traffic(src, label="source_after_failure")
+        return out
+
+    def test_memlock_too_small(self) -> None:
+        """RLIMIT_MEMLOCK at the destination smaller than guest RAM: it cannot pin."""
+        spec = self.spec(memlock=(self.guest_mem // 4) << 20)
+        self.measurements["memlock"] = self._failing(
+            self.fresh_device(1), spec, "RLIMIT_MEMLOCK < guest RAM"
+        )
+
+    def test_missing_device(self) -> None:
+        """The destination's vhost-vdpa char device does not exist."""
+        dev_b = self.fresh_device(1)
+        vdpa.dev_del(dev_b.name)
+        try:
+            self.measurements["missing"] = self._failing(dev_b, self.spec(), "missing device")
+        finally:
+            vdpa.dev_add(dev_b.name, dev_b.mac, dev_b.mgmtdev)
