@@ -24,6 +24,7 @@ STAGE_CLIS = (
     "seriesgate.functional.cli",
     "seriesgate.report.cli",
     "seriesgate.pipeline",
+    "seriesgate.bench",
 )
 
 

@@ -1,0 +1,161 @@
+"""Bisect a regression over the series: which patch first makes a test fail?
+
+For every test that passed on baseline and failed on patched, run it against the per-patch
+builds (``BuildSet.each_patch[i].binary``: base + prerequisites + patches 1..i) with a binary
+search, as ``git bisect`` would: baseline is *good*, patched is *bad*. Patches that did not
+build are skipped (the answer is then a range, said so in the evidence).
+
+The search itself (:func:`first_bad`) is pure: it takes a ``probe(index) -> bool`` ("does the
+test pass with patches 1..index?"), so it is unit-tested without QEMU. Running a test on an
+explicit binary goes through the functional runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from seriesgate import progress
+from seriesgate.build.model import BuildSet, PatchBuild
+from seriesgate.functional.model import FunctionalResults, Status, TestOutcome
+from seriesgate.testenv.model import TestEnv
+
+
+@dataclass
+class BisectResult:
+    """Where the test first fails, and what was run to find out."""
+
+    first_bad: int | None  # patch index (1-based, as in PatchBuild.index); None: not found
+    last_good: int  # 0: baseline
+    skipped: list[int] = field(default_factory=list)  # patches without a binary in (good, bad]
+    probes: list[dict[str, Any]] = field(default_factory=list)  # index, passed, reason
+
+
+def first_bad(
+    patches: Sequence[PatchBuild], probe: Callable[[PatchBuild], tuple[bool, str]]
+) -> BisectResult:
+    """Binary search for the first patch at which ``probe`` fails.
+
+    ``patches`` in series order; ``probe(p)`` returns (passed, reason) for the build with
+    patches 1..p.index. Baseline (index 0) is taken as good, the full series as bad. Patches
+    without a binary cannot be probed: if the boundary falls next to them, ``skipped`` lists
+    them and ``first_bad`` is the first probed bad patch (the regression is in the range
+    ``last_good+1 .. first_bad``).
+
+    >>> ps = [PatchBuild(i, f"p{i}", "c", True, binary=Path(f"/b{i}")) for i in range(1, 6)]
+    >>> r = first_bad(ps, lambda p: (p.index < 4, ""))
+    >>> (r.last_good, r.first_bad, [x["index"] for x in r.probes])
+    (3, 4, [3, 4])
+    """
+    usable = [p for p in patches if p.binary is not None]
+    lo, hi = -1, len(usable)  # usable[lo] good (or baseline), usable[hi] bad (or patched)
+    probes: list[dict[str, Any]] = []
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        passed, reason = probe(usable[mid])
+        probes.append({"index": usable[mid].index, "passed": passed, "reason": reason})
+        if passed:
+            lo = mid
+        else:
+            hi = mid
+    last_good = usable[lo].index if lo >= 0 else 0
+    bad = usable[hi].index if hi < len(usable) else None
+    upper = bad if bad is not None else (patches[-1].index if patches else 0)
+    skipped = [p.index for p in patches if p.binary is None and last_good < p.index <= upper]
+    if bad is None and patches and patches[-1].binary is None:
+        bad = None  # the last patches did not build: the regression is in the skipped range
+    return BisectResult(first_bad=bad, last_good=last_good, skipped=skipped, probes=probes)
+
+
+class SingleTestRunner(Protocol):
+    """Runs one functional test (by Avocado id) on one QEMU binary; its outcome."""
+
+    def __call__(
+        self, binary: Path, test_id: str, env: TestEnv, results_dir: Path, firmware: Sequence[Path]
+    ) -> TestOutcome: ...
+
+
+def _default_runner(
+    binary: Path, test_id: str, env: TestEnv, results_dir: Path, firmware: Sequence[Path]
+) -> TestOutcome:
+    from seriesgate.functional.runner import run_single_test
+
+    outcome: TestOutcome = run_single_test(
+        binary, test_id, env=env, results_dir=results_dir, firmware_dirs=tuple(firmware)
+    )
+    return outcome
+
+
+def regressions(functional: FunctionalResults) -> list[TestOutcome]:
+    """Tests that passed on baseline and failed (or errored) on patched."""
+    by_key = {(o.test_id, o.build): o for o in functional.outcomes}
+    out = []
+    for (test_id, build), outcome in sorted(by_key.items()):
+        if build != "patched" or outcome.status not in (Status.FAIL, Status.ERROR):
+            continue
+        base = by_key.get((test_id, "baseline"))
+        if base is not None and base.status == Status.PASS:
+            out.append(outcome)
+    return out
+
+
+def bisect_regressions(
+    builds: BuildSet,
+    env: TestEnv,
+    functional: FunctionalResults,
+    *,
+    results_dir: Path,
+    runner: SingleTestRunner | None = None,
+) -> list[dict[str, Any]]:
+    """For each regression, the first patch where the test fails; returns one dict per test:
+
+    ``{"test", "first_bad_patch_index", "subject", "evidence"}`` (evidence: the probes run,
+    skipped patches, the patched failure reason).
+    """
+    run = runner or _default_runner
+    found: list[dict[str, Any]] = []
+    patches = sorted(builds.each_patch, key=lambda p: p.index)
+    for reg in regressions(functional):
+        if not any(p.binary for p in patches):
+            found.append(
+                {
+                    "test": reg.name,
+                    "first_bad_patch_index": None,
+                    "subject": None,
+                    "evidence": {"error": "no per-patch builds to bisect on",
+                                 "patched_fail_reason": reg.fail_reason},
+                }
+            )  # fmt: skip
+            continue
+        progress.say("bisect", f"{reg.name}: bisecting over {len(patches)} patches")
+        safe = reg.name.replace("/", "_").replace(":", "_")
+
+        def probe(p: PatchBuild, reg: TestOutcome = reg, safe: str = safe) -> tuple[bool, str]:
+            assert p.binary is not None
+            outcome = run(
+                p.binary, reg.test_id, env, results_dir / safe / f"patch-{p.index:02d}",
+                builds.firmware_dirs,
+            )  # fmt: skip
+            passed = outcome.status == Status.PASS
+            progress.say("bisect", f"{reg.name}: patch {p.index}: {outcome.status}")
+            return passed, outcome.fail_reason
+
+        result = first_bad(patches, probe)
+        subject = next((p.subject for p in patches if p.index == result.first_bad), None)
+        found.append(
+            {
+                "test": reg.name,
+                "first_bad_patch_index": result.first_bad,
+                "subject": subject,
+                "evidence": {
+                    "last_good_patch_index": result.last_good,
+                    "skipped_unbuilt": result.skipped,
+                    "probes": result.probes,
+                    "patched_fail_reason": reg.fail_reason,
+                },
+            }
+        )
+        progress.say("bisect", f"{reg.name}: first bad patch {result.first_bad} ({subject})")
+    return found
