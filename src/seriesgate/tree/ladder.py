@@ -1,0 +1,243 @@
+"""The apply ladder: each patch, in order, gets the gentlest method that works.
+
+Per patch: ``git am`` -> ``git am --3way`` -> already-present test (per hunk,
+see presence.py) -> fuzzy apply (``patch --fuzz``, fuzz and offsets
+recorded, committed with the original author, date and message) -> conflict
+(failing files and hunks quoted). The already-present test runs before the
+fuzzy apply on purpose: fuzz can re-apply a merged hunk a second time at a
+nearby place, duplicating code, and would then be reported as "fuzz".
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from seriesgate.errors import InputError
+from seriesgate.proc import run
+from seriesgate.series.diff import DiffError, FileDiff, parse_diff
+from seriesgate.tree.base import COMMITTER, git
+from seriesgate.tree.model import ApplyResult, FailingHunk, Role, Verdict
+from seriesgate.tree.presence import SeriesContext, patch_presence
+
+# GNU patch's own default; more fuzz than this ignores too much context to trust.
+MAX_FUZZ = 2
+PATCH_TIMEOUT = 300.0
+HUNK_LINE = re.compile(
+    r"^Hunk #(\d+) (succeeded|FAILED) at (\d+)(?: \(different line endings\))?"
+    r"(?: with fuzz (\d+))?(?: \(offset (-?\d+) lines?\))?"
+)
+PATCHING_FILE = re.compile(r"^(?:patching|checking) file (.+)$")
+
+
+@dataclass(frozen=True)
+class PatchJob:
+    """One patch to apply, with what the report needs to name it."""
+
+    role: Role
+    series: str
+    index: int
+    total: int
+    subject: str
+    message_id: str
+    file: Path
+    context: SeriesContext = SeriesContext()  # what later patches of its series change
+
+
+def _head(repo: Path) -> str:
+    return git(repo, "rev-parse", "HEAD")
+
+
+def _try_am(repo: Path, patch: Path, *, three_way: bool) -> bool:
+    args = ["am", "-q", "--no-gpg-sign", "--keep-cr"]
+    args += ["--3way"] if three_way else ["--no-3way"]
+    result = run(["git", "-C", str(repo), *args, str(patch)], env=COMMITTER, check=False)
+    if result.returncode != 0:
+        git(repo, "am", "--abort", check=False)
+        return False
+    return True
+
+
+def _is_mail(text: str) -> bool:
+    head = text.split("\ndiff --git ", 1)[0].split("\n--- ", 1)[0]
+    return bool(re.search(r"^(From|Subject): ", head, re.MULTILINE))
+
+
+def _commit_as_posted(repo: Path, patch: Path, files: list[FileDiff], is_mail: bool) -> str:
+    """Commit the work tree changes with the patch's own author, date and message."""
+    with tempfile.TemporaryDirectory(prefix="seriesgate-mailinfo-") as tmp:
+        msg, body = Path(tmp) / "msg", Path(tmp) / "patch"
+        info = ""
+        if is_mail:
+            info = run(
+                ["git", "mailinfo", "-u", str(msg), str(body)],
+                input=patch.read_text(encoding="utf-8", errors="replace"),
+                what="git mailinfo",
+            ).stdout
+        fields = dict(
+            line.split(": ", 1) for line in info.splitlines() if ": " in line
+        )
+        subject = fields.get("Subject") or f"fixup: {patch.stem}"
+        text = msg.read_text(encoding="utf-8") if msg.exists() else ""
+        message = Path(tmp) / "message"
+        message.write_text(f"{subject}\n\n{text}".rstrip() + "\n", encoding="utf-8")
+        env = dict(COMMITTER)
+        env["GIT_AUTHOR_NAME"] = fields.get("Author") or "seriesgate"
+        env["GIT_AUTHOR_EMAIL"] = fields.get("Email") or "seriesgate@localhost"
+        if fields.get("Date"):
+            env["GIT_AUTHOR_DATE"] = fields["Date"]
+        touched = sorted({p for f in files for p in (f.old_path, f.new_path) if p})
+        run(["git", "-C", str(repo), "add", "-A", "-f", "--", *touched], what="git add")
+        run(
+            ["git", "-C", str(repo), "commit", "-q", "--no-verify", "-F", str(message)],
+            env=env,
+            what="git commit",
+        )
+    return _head(repo)
+
+
+def _patch_cmd(repo: Path, patch: Path, *, dry_run: bool) -> tuple[int, str]:
+    argv = [
+        "patch",
+        "-p1",
+        "--batch",
+        "--forward",
+        f"--fuzz={MAX_FUZZ}",
+        "--no-backup-if-mismatch",
+        "-i",
+        str(patch),
+    ]
+    if dry_run:
+        argv.insert(1, "--dry-run")
+    result = run(argv, cwd=repo, check=False, timeout=PATCH_TIMEOUT, env={"LC_ALL": "C"})
+    return result.returncode, result.stdout + result.stderr
+
+
+def _hunk_report(output: str) -> tuple[int, list[str], list[tuple[str, int]], list[str]]:
+    """From patch's output: max fuzz, offsets, failed (file, hunk), missing files."""
+    fuzz = 0
+    offsets: list[str] = []
+    failed: list[tuple[str, int]] = []
+    missing: list[str] = []
+    current = "?"
+    for line in output.splitlines():
+        file_match = PATCHING_FILE.match(line)
+        if file_match:
+            current = file_match.group(1).strip().strip("'")
+            continue
+        if line.startswith("can't find file to patch"):
+            missing.append(current)
+            continue
+        match = HUNK_LINE.match(line)
+        if not match:
+            continue
+        number = int(match.group(1))
+        if match.group(2) == "FAILED":
+            failed.append((current, number))
+            continue
+        if match.group(4):
+            fuzz = max(fuzz, int(match.group(4)))
+        offset = match.group(5)
+        detail = []
+        if match.group(4):
+            detail.append(f"fuzz {match.group(4)}")
+        if offset:
+            detail.append(f"offset {offset}")
+        offsets.append(f"{current}: hunk #{number} at line {match.group(3)} ({', '.join(detail)})")
+    return fuzz, offsets, failed, missing
+
+
+def _quote_failing(files: list[FileDiff], failed: list[tuple[str, int]]) -> list[FailingHunk]:
+    by_path = {f.path: f for f in files}
+    quoted = []
+    for path, number in failed:
+        diff = by_path.get(path)
+        text = diff.hunks[number - 1].text() if diff and 0 < number <= len(diff.hunks) else ""
+        quoted.append(FailingHunk(path, number, text))
+    return quoted
+
+
+def apply_patch(repo: Path, job: PatchJob) -> ApplyResult:
+    """Run the ladder for one patch on the work tree's current branch."""
+    text = job.file.read_text(encoding="utf-8", errors="replace")
+    try:
+        files = parse_diff(text)
+    except DiffError as exc:
+        raise InputError(f"{job.file.name}: {exc}", hint="the patch file is damaged") from None
+    paths = tuple(f.path for f in files)
+    common = {
+        "role": job.role,
+        "series": job.series,
+        "index": job.index,
+        "total": job.total,
+        "subject": job.subject,
+        "message_id": job.message_id,
+        "files": paths,
+    }
+    before = _head(repo)
+    mail = _is_mail(text)
+    for three_way, verdict in ((False, Verdict.CLEAN), (True, Verdict.THREE_WAY)):
+        if not mail:
+            break
+        if _try_am(repo, job.file, three_way=three_way):
+            after = _head(repo)
+            if after == before:
+                evidence = "git am --3way: no changes, patch already applied"
+                return ApplyResult(
+                    **common, verdict=Verdict.ALREADY_PRESENT, evidence=evidence
+                )  # type: ignore[arg-type]
+            return ApplyResult(**common, verdict=verdict, commit=after)  # type: ignore[arg-type]
+    if not mail:
+        check = run(["git", "-C", str(repo), "apply", "--check", str(job.file)], check=False)
+        if check.returncode == 0:
+            run(["git", "-C", str(repo), "apply", str(job.file)], what="git apply")
+            commit = _commit_as_posted(repo, job.file, files, mail)
+            return ApplyResult(**common, verdict=Verdict.CLEAN, commit=commit)  # type: ignore[arg-type]
+    presence = patch_presence(repo, files, job.context)
+    if presence.already_present:
+        return ApplyResult(
+            **common,  # type: ignore[arg-type]
+            verdict=Verdict.ALREADY_PRESENT,
+            evidence=presence.summary(),
+        )
+    code, output = _patch_cmd(repo, job.file, dry_run=True)
+    if code == 0:
+        code, output = _patch_cmd(repo, job.file, dry_run=False)
+        if code != 0:  # cannot happen after a clean dry run; keep the tree consistent
+            git(repo, "checkout", "-q", "-f", "HEAD")
+            git(repo, "clean", "-q", "-f", "-d")
+        else:
+            fuzz, offsets, _, _ = _hunk_report(output)
+            commit = _commit_as_posted(repo, job.file, files, mail)
+            return ApplyResult(
+                **common,  # type: ignore[arg-type]
+                verdict=Verdict.FUZZ,
+                fuzz=fuzz,
+                offsets=tuple(offsets),
+                commit=commit,
+                evidence=f"git am failed; patch --fuzz={MAX_FUZZ} applied it",
+            )
+    _, offsets, failed, missing = _hunk_report(output)
+    reasons = []
+    if missing:
+        reasons.append(f"files absent from the tree: {', '.join(missing)}")
+    if failed:
+        reasons.append(
+            "failing hunks: " + ", ".join(f"{path} #{number}" for path, number in failed)
+        )
+    reasons.append(f"already-present test: {presence.summary()}")
+    return ApplyResult(
+        **common,  # type: ignore[arg-type]
+        verdict=Verdict.CONFLICT,
+        failing_hunks=tuple(_quote_failing(files, failed)),
+        offsets=tuple(offsets),
+        evidence="; ".join(reasons),
+    )
+
+
+def absent_files(repo: Path, patch: Path) -> list[str]:
+    """Files the patch modifies (not creates) that the tree does not have."""
+    files = parse_diff(patch.read_text(encoding="utf-8", errors="replace"))
+    return [f.path for f in files if not f.created and not (repo / (f.old_path or f.path)).exists()]
