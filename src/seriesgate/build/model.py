@@ -27,6 +27,7 @@ class BuildResult:
     binary: Path | None  # qemu-system-x86_64 when ok
     log: Path
     errors: tuple[CompilerError, ...] = ()
+    cached: bool = False  # taken from the binary store: this tree was built before
 
 
 @dataclass(frozen=True)
@@ -57,3 +58,4 @@ class BuildSet:
     each_patch: tuple[PatchBuild, ...]
     checkpatch: tuple[CheckpatchResult, ...]
     firmware_dirs: tuple[Path, ...]  # pass to QEMU with -L
+    build_json: Path | None = None  # out_dir/build.json
