@@ -1,0 +1,254 @@
+"""Run the functional tests on the builds, inside the test environment, and read the outcome.
+
+``run_functional()`` boots the test environment once and runs one Avocado job per build in
+it (:mod:`seriesgate.functional.jobs`), failed tests retried once; then it turns Avocado's
+``results.json`` into :class:`~seriesgate.functional.model.FunctionalResults`: claim and
+expected direction from the tags, ``measurements.json`` and crash records from each test's
+output directory, ``flaky`` for a test that failed and then passed on retry.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from seriesgate.build.model import BuildSet
+from seriesgate.errors import InfraError, InputError
+from seriesgate.functional.model import Crash, Direction, FunctionalResults, Status, TestOutcome
+from seriesgate.progress import step
+from seriesgate.testenv.model import TestEnv
+
+DEFAULT_BUILDS = ("baseline", "patched")
+# Budget for one L1 boot running every job: single-VM + migration suites on two builds.
+ENV_TIMEOUT = 3 * 3600.0
+
+
+def binaries_of(
+    builds_in: BuildSet | Mapping[str, Path], builds: Sequence[str]
+) -> tuple[dict[str, Path], tuple[Path, ...]]:
+    """The QEMU binary of every requested build, and the firmware dirs (``-L``)."""
+    if isinstance(builds_in, BuildSet):
+        found: dict[str, Path] = {}
+        for name in builds:
+            result = getattr(builds_in, name, None)
+            if result is None or not result.ok or result.binary is None:
+                raise InputError(
+                    f"build {name!r} has no QEMU binary",
+                    hint="its build failed or was not requested; see the build log",
+                )
+            found[name] = result.binary
+        return found, tuple(builds_in.firmware_dirs)
+    missing = [n for n in builds if n not in builds_in]
+    if missing:
+        raise InputError(f"no binary given for build(s) {', '.join(missing)}")
+    return {n: Path(builds_in[n]) for n in builds}, ()
+
+
+def _tags(raw: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """Avocado's tag dict (``{"claim": ["x"], "quick": None}``) as ``("claim:x", "quick")``."""
+    out: list[str] = []
+    for key, values in (raw or {}).items():
+        if values:
+            out += [f"{key}:{v}" for v in values]
+        else:
+            out.append(key)
+    return tuple(sorted(out))
+
+
+def _direction(tags: Sequence[str]) -> Direction:
+    for tag in tags:
+        if tag.startswith("expect:"):
+            try:
+                return Direction(tag.split(":", 1)[1])
+            except ValueError:
+                raise InputError(f"unknown expected direction tag {tag!r}") from None
+    return Direction.HOLDS_ON_BOTH
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _crash(outputdir: Path) -> Crash | None:
+    for path in sorted(outputdir.glob("*.crash.json")):
+        data = _read_json(path)
+        if data:
+            return Crash(
+                binary=str(data.get("binary", "")),
+                signal=str(data.get("signal", "")),
+                frames=tuple(data.get("frames", ())),
+                log=path,
+            )
+    return None
+
+
+def _short_name(name: str) -> str:
+    """``tests/functional/test_x.py:Cls.test_y`` -> ``Cls.test_y``."""
+    return name.split(";")[0].rsplit(":", 1)[-1]
+
+
+def parse_job(job: Path, build: str) -> list[TestOutcome]:
+    """Every test of one Avocado job directory as a TestOutcome."""
+    data = _read_json(job / "results.json")
+    if not data:
+        raise InfraError(f"Avocado job {job} has no readable results.json")
+    outcomes = []
+    for t in data.get("tests", []):
+        tags = _tags(t.get("tags"))
+        logdir = Path(t["logdir"]) if t.get("logdir") else None
+        if logdir is not None and (job / "test-results" / logdir.name).exists():
+            # The job directory we read is authoritative (it may have been moved or copied).
+            logdir = job / "test-results" / logdir.name
+        outputdir = logdir / "data" if logdir else None
+        claim = next((tg.split(":", 1)[1] for tg in tags if tg.startswith("claim:")), None)
+        status_text = str(t.get("status") or "INTERRUPTED")
+        try:
+            status = Status(status_text)
+        except ValueError:
+            status = Status.ERROR
+        reason = str(t.get("fail_reason") or "")
+        outcomes.append(
+            TestOutcome(
+                test_id=str(t.get("name", t.get("id", ""))).split(";")[0],
+                name=_short_name(str(t.get("name", ""))),
+                build=build,
+                status=status,
+                time=float(t.get("time_elapsed") or 0.0),
+                tags=tags,
+                claim=claim,
+                direction=_direction(tags),
+                fail_reason="" if reason == "<unknown>" else reason,
+                logdir=logdir,
+                measurements=_read_json(outputdir / "measurements.json") if outputdir else {},
+                crash=_crash(outputdir) if outputdir else None,
+            )
+        )
+    return outcomes
+
+
+def merge_retry(first: list[TestOutcome], retry: list[TestOutcome]) -> list[TestOutcome]:
+    """A retried test keeps its second result; passing on retry marks it flaky."""
+    again = {o.test_id: o for o in retry}
+    merged = []
+    for outcome in first:
+        second = again.get(outcome.test_id)
+        if second is None:
+            merged.append(outcome)
+            continue
+        flaky = outcome.status != Status.PASS and second.status == Status.PASS
+        merged.append(
+            replace(
+                second,
+                attempts=2,
+                flaky=flaky,
+                fail_reason=second.fail_reason
+                or (f"first attempt: {outcome.fail_reason}" if flaky else ""),
+            )
+        )
+    return merged
+
+
+def collect(results_dir: Path) -> tuple[list[TestOutcome], list[Path]]:
+    """Outcomes of every build's jobs recorded in ``results_dir/jobs.json``."""
+    index = _read_json(results_dir / "jobs.json")
+    outcomes: list[TestOutcome] = []
+    jobs: list[Path] = []
+    for build, entry in index.get("builds", {}).items():
+        if not entry.get("job"):
+            raise InfraError(
+                f"the Avocado job for build {build} did not run",
+                hint=f"see {results_dir / build / 'avocado.out'}",
+            )
+        job = Path(entry["job"])
+        jobs.append(job)
+        first = parse_job(job, build)
+        if entry.get("retry_job"):
+            rjob = Path(entry["retry_job"])
+            jobs.append(rjob)
+            first = merge_retry(first, parse_job(rjob, build))
+        outcomes += first
+    return outcomes, jobs
+
+
+def run_functional(
+    builds_in: BuildSet | Mapping[str, Path],
+    env: TestEnv,
+    *,
+    results_dir: Path,
+    tags: Sequence[str] | None = None,
+    builds: Sequence[str] = DEFAULT_BUILDS,
+    params: Sequence[str] = (),
+    retry: bool = True,
+    firmware_dirs: Sequence[Path] | None = None,
+    tests: Sequence[str] = (),
+) -> FunctionalResults:
+    """Run the functional tests on ``builds`` inside ``env``; results under ``results_dir``.
+
+    ``firmware_dirs`` (QEMU ``-L``) default to the BuildSet's.
+    """
+    from seriesgate.testenv import run_in_env  # the testenv stage owns the L1 VM
+
+    binaries, fw_dirs = binaries_of(builds_in, builds)
+    if firmware_dirs is not None:
+        fw_dirs = tuple(firmware_dirs)
+    results_dir = results_dir.resolve()
+    results_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "seriesgate.functional.jobs", "--results-dir", str(results_dir)]
+    for name, path in binaries.items():
+        argv += ["--build", f"{name}={path}"]
+    for d in fw_dirs:
+        argv += ["--firmware-dir", str(d)]
+    for tag in tags or ():
+        argv += ["--tags", tag]
+    for p in params:
+        argv += ["-p", p]
+    for test in tests:
+        argv += ["--test", test]
+    if not retry:
+        argv.append("--no-retry")
+    with step("functional", f"Avocado on {', '.join(binaries)} in the test environment"):
+        rc = run_in_env(env, argv, results_dir=results_dir, devices=2, timeout=ENV_TIMEOUT)
+    if not (results_dir / "jobs.json").exists():
+        raise InfraError(
+            f"the functional jobs did not run in the test environment (exit {rc})",
+            hint=f"see the logs under {results_dir}",
+        )
+    outcomes, jobs = collect(results_dir)
+    facts: dict[str, Any] = {
+        "mode": str(env.mode),
+        "kernel": env.kernel_version,
+        "l1_kvm": env.l1_kvm,
+    }
+    return FunctionalResults(outcomes=tuple(outcomes), job_dirs=tuple(jobs), env=facts)
+
+
+def run_single_test(
+    binary: Path,
+    test_id: str,
+    *,
+    env: TestEnv,
+    results_dir: Path,
+    firmware_dirs: Sequence[Path] = (),
+    build: str = "probe",
+) -> TestOutcome:
+    """Run one test (``tests/functional/x.py:Class.test``) on one binary, no retry (bisect)."""
+    results = run_functional(
+        {build: binary},
+        env,
+        results_dir=results_dir,
+        builds=(build,),
+        retry=False,
+        firmware_dirs=firmware_dirs,
+        tests=(test_id,),
+    )
+    if not results.outcomes:
+        raise InfraError(f"test {test_id} did not run", hint=f"see {results_dir}")
+    return results.outcomes[0]

@@ -1,0 +1,67 @@
+"""Reading Avocado's results into TestOutcome (real Avocado 113 job output)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from seriesgate.errors import InputError
+from seriesgate.functional.model import Direction, Status
+from seriesgate.functional.runner import binaries_of, collect, merge_retry, parse_job
+
+JOB = Path(__file__).parent / "data" / "functional" / "avocado-113-job"
+
+
+def test_parse_job_tags_claim_direction_measurements() -> None:
+    by_name = {o.name: o for o in parse_job(JOB, "baseline")}
+    a, b = by_name["X.test_a"], by_name["X.test_b"]
+    assert a.status is Status.PASS and a.build == "baseline"
+    assert a.tags == ("claim:status-bits", "expect:holds-on-both", "quick")
+    assert a.claim == "status-bits" and a.direction is Direction.HOLDS_ON_BOTH
+    assert a.measurements == {"a": 1}
+    assert a.fail_reason == ""  # Avocado writes "<unknown>" for passing tests
+    assert b.status is Status.FAIL and b.fail_reason == "nope"
+    assert b.claim is None and b.direction is Direction.HOLDS_ON_BOTH
+    assert b.measurements == {} and b.crash is None
+    assert a.time > 0
+
+
+def test_retry_marks_flaky_only_when_it_passes(tmp_path: Path) -> None:
+    first = parse_job(JOB, "patched")
+    failed = [o for o in first if o.status is Status.FAIL]
+    passed_again = [replace(failed[0], status=Status.PASS, fail_reason="")]
+    merged = {o.name: o for o in merge_retry(first, passed_again)}
+    assert merged["X.test_b"].flaky and merged["X.test_b"].attempts == 2
+    assert "first attempt: nope" in merged["X.test_b"].fail_reason
+    assert not merged["X.test_a"].flaky and merged["X.test_a"].attempts == 1
+    merged2 = {o.name: o for o in merge_retry(first, failed)}
+    assert not merged2["X.test_b"].flaky and merged2["X.test_b"].status is Status.FAIL
+
+
+def test_crash_record_and_jobs_index(tmp_path: Path) -> None:
+    job = tmp_path / "baseline" / "job-1"
+    shutil.copytree(JOB, job)
+    data = job / "test-results" / "2-test_x.py_X.test_b" / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "vm.crash.json").write_text(
+        json.dumps({"binary": "/q", "signal": "SIGSEGV", "frames": ["#0 f ()"]})
+    )
+    (tmp_path / "jobs.json").write_text(
+        json.dumps({"builds": {"baseline": {"job": str(job), "rc": 1}}})
+    )
+    outcomes, jobs = collect(tmp_path)
+    crashed = [o for o in outcomes if o.crash is not None]
+    assert jobs == [job]
+    assert len(crashed) == 1 and crashed[0].crash is not None
+    assert crashed[0].crash.signal == "SIGSEGV" and crashed[0].crash.frames == ("#0 f ()",)
+
+
+def test_binaries_of_mapping_requires_every_build() -> None:
+    with pytest.raises(InputError, match="patched"):
+        binaries_of({"baseline": Path("/x")}, ("baseline", "patched"))
+    found, fw = binaries_of({"baseline": Path("/x")}, ("baseline",))
+    assert found == {"baseline": Path("/x")} and fw == ()

@@ -1,0 +1,64 @@
+"""The trace parser on real QEMU log-backend output (tests/unit/data/trace/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from seriesgate.functional.trace import (
+    parse_fields,
+    parse_line,
+    read_trace,
+    select,
+)
+
+DATA = Path(__file__).parent / "data" / "trace"
+
+
+def test_debian_72_timestamps_and_threads() -> None:
+    events = read_trace(DATA / "debian-7.2-tcg-misc.trace")
+    assert len(events) == 10
+    assert all(ev.tid is not None and ev.timestamp is not None for ev in events)
+    # Wall-clock seconds (comparable with QMP event timestamps), microsecond precision.
+    assert all(1.7e9 < (ev.timestamp or 0) < 2e9 for ev in events)
+    shutdown = select(events, "qemu_system_shutdown_request")
+    assert [ev.fields for ev in shutdown] == [{"reason": 2}]
+    # The main thread (QMP quit) and the vCPU thread emit under different thread ids.
+    assert len({ev.tid for ev in events}) == 2
+
+
+def test_debian_72_fields_of_mixed_formats() -> None:
+    events = read_trace(DATA / "debian-7.2-tcg-misc.trace")
+    reads = select(events, "memory_region_ops_read")
+    assert reads, "fixture has memory_region_ops_read lines"
+    f = reads[0].fields
+    assert f["cpu"] == 0 and f["size"] == 1 and isinstance(f["mr"], int)
+    assert f["addr"] == 0x71 and f["value"] == 0
+
+
+def test_line_without_timestamp() -> None:
+    ev = parse_line("qemu_system_shutdown_request reason=2")
+    assert ev is not None
+    assert (ev.name, ev.tid, ev.timestamp, ev.fields) == (
+        "qemu_system_shutdown_request",
+        None,
+        None,
+        {"reason": 2},
+    )
+
+
+def test_not_a_trace_line() -> None:
+    assert parse_line("2026-11-26T07:15:20.123456Z qemu-system-x86_64: warning: x") is None
+    assert parse_line("") is None
+
+
+def test_field_shapes_of_vhost_vdpa_formats() -> None:
+    # Shapes of hw/virtio/trace-events formats: "key: v", "key v", "k=v,", two-word keys.
+    assert parse_fields("dev: 0x55 idx: 1 vq idx: 3") == {"dev": 0x55, "idx": 1, "vq_idx": 3}
+    assert parse_fields("vdpa: 0x1 iova 0x100000 llend 0x200000 vaddr: 0x7f00 read-only: 0") == {
+        "vdpa": 1,
+        "iova": 0x100000,
+        "llend": 0x200000,
+        "vaddr": 0x7F00,
+        "read_only": 0,
+    }
+    assert parse_fields("dev: (nil) started: 1")["dev"] == 0
