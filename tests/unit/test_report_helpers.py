@@ -16,13 +16,8 @@ from seriesgate.build.model import (
     CompilerError,
     PatchBuild,
 )
-from seriesgate.functional.model import (
-    Crash,
-    Direction,
-    FunctionalResults,
-    Status,
-    TestOutcome,
-)
+from seriesgate.functional import model as fm
+from seriesgate.functional.model import Crash, Direction, FunctionalResults, Status
 from seriesgate.series.model import Patch, Series, SeriesSet
 from seriesgate.testenv.model import GuestImage, Mode, TestEnv
 from seriesgate.tree.model import (
@@ -223,10 +218,10 @@ def outcome(
     fail_reason: str = "",
     measurements: dict[str, object] | None = None,
     logdir: Path | None = None,
-) -> TestOutcome:
+) -> fm.TestOutcome:
     cls, method = name.split(".")
     tags = ["migration", f"expect:{direction.value}"] + ([f"claim:{claim}"] if claim else [])
-    return TestOutcome(
+    return fm.TestOutcome(
         test_id=f"tests/functional/test_migration.py:{name}",
         name=name,
         build=build,
@@ -249,7 +244,7 @@ def pair(
     baseline: str,
     patched: str,
     **kwargs: object,
-) -> list[TestOutcome]:
+) -> list[fm.TestOutcome]:
     """The same test on both builds."""
     return [
         outcome(name, "baseline", baseline, **kwargs),  # type: ignore[arg-type]
@@ -257,7 +252,7 @@ def pair(
     ]
 
 
-def functional(outcomes: list[TestOutcome]) -> FunctionalResults:
+def functional(outcomes: list[fm.TestOutcome]) -> FunctionalResults:
     return FunctionalResults(
         outcomes=tuple(outcomes),
         job_dirs=(Path("/results/avocado/job-1"),),
@@ -265,7 +260,7 @@ def functional(outcomes: list[TestOutcome]) -> FunctionalResults:
     )
 
 
-def passing_outcomes() -> list[TestOutcome]:
+def passing_outcomes() -> list[fm.TestOutcome]:
     """A run where the series' ordering claim is confirmed and nothing regresses."""
     return [
         *pair("Migration.test_correctness", "PASS", "PASS", claim=None),

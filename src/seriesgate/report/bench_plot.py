@@ -100,6 +100,7 @@ def plot_bench(runs: list[dict[str, Any]], path: Path) -> Path:
         ax.set_title(title)
         ax.set_xlabel("guest RAM (MB)")
         ax.set_ylabel(unit)
+        ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.suptitle("Migration with vdpa_sim: median and min–max over runs")

@@ -62,6 +62,11 @@ def seconds(value: float | None) -> str:
     return f"{value:.0f} s" if value >= 100 else f"{value:.1f} s"
 
 
+def direction_label(direction: str) -> str:
+    """``expect:`` value as shown in tables ("invariant" reads better than holds-on-both)."""
+    return "invariant" if direction == "holds-on-both" else direction
+
+
 def patch_number(p: dict[str, Any]) -> str:
     if p["role"] == "fixup":
         return "fixup"
@@ -142,7 +147,7 @@ def build_document(summary: dict[str, Any], *, plot: Path | None = None) -> list
                 tuple(
                     (
                         c["claim"],
-                        ", ".join(c["directions"]),
+                        ", ".join(direction_label(d) for d in c["directions"]),
                         str(len(c["tests"])),
                         c["baseline"],
                         c["patched"],
@@ -250,7 +255,7 @@ def _test_blocks(summary: dict[str, Any]) -> list[Block]:
         (
             tv["name"],
             tv["claim"] or "-",
-            tv["direction"],
+            direction_label(tv["direction"]),
             cell(tv["name"], "baseline"),
             cell(tv["name"], "patched"),
             tv["verdict"],

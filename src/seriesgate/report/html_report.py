@@ -104,7 +104,7 @@ def render_html(
 ) -> str:
     """report.html text; ``plot`` (relative to ``base_dir``) is embedded when it exists."""
     blocks = build_document(summary, plot=plot)
-    title = f"seriesgate {summary['verdict']['result'].upper()}: {summary['series']['subject']}"
+    title = f"seriesgate {summary['overall']['verdict'].upper()}: {summary['series']['subject']}"
     return render_blocks(
         blocks, title=title, verdict=summary["overall"]["verdict"], base_dir=base_dir
     )

@@ -18,12 +18,15 @@ from seriesgate.report.document import patch_number
 WIDTH = 72
 
 
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _wrap(text: str, indent: str = "") -> list[str]:
-    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent) or [""]
+def _wrap(text: str, indent: str = "", hang: str = "") -> list[str]:
+    return textwrap.wrap(
+        text,
+        WIDTH,
+        initial_indent=indent,
+        subsequent_indent=indent + hang,
+        break_on_hyphens=False,
+        break_long_words=False,
+    ) or [""]
 
 
 def render_reply(summary: dict[str, Any], *, tested_by: str | None = None) -> str:
@@ -38,7 +41,7 @@ def render_reply(summary: dict[str, Any], *, tested_by: str | None = None) -> st
         f"In-Reply-To: {msgid}",
         f"References: {msgid}",
         "",
-        f"On {msgid}, {s['author']} wrote:",
+        f"On {s['cover_date'] or msgid}, {s['author']} wrote:",
         f"> {subject}",
         "",
         "Hi,",
@@ -67,8 +70,7 @@ def render_reply(summary: dict[str, Any], *, tested_by: str | None = None) -> st
             check = f"{c['errors']},{c['warnings']}" if c else "-"
             builds = {True: "builds", False: "NO BUILD", None: "-"}[p["builds"]]
             lines.append(
-                f"  {patch_number(p)} {p['apply'] or '-':<15} {builds:<8} {check:<5} "
-                + _short(p["subject"], 36)
+                f"  {patch_number(p)} {p['apply'] or '-':<15} {builds:<8} {check:<5} {p['subject']}"
             )
         lines.append("")
     fixups = [p for p in summary["patches"] if p["role"] == "fixup"]
@@ -97,14 +99,14 @@ def render_reply(summary: dict[str, Any], *, tested_by: str | None = None) -> st
     if bad:
         lines.append("Regressions:")
         for t in bad:
-            reason = next(
-                (
-                    r["fail_reason"]
-                    for r in summary["tests"]
-                    if r["name"] == t["name"] and r["build"] == "patched"
-                ),
-                "",
+            run = next(
+                (r for r in summary["tests"] if r["name"] == t["name"] and r["build"] == "patched"),
+                None,
             )
+            reason = ""
+            if run is not None:
+                crash = f"QEMU died on {run['crash']['signal']}" if run["crash"] else ""
+                reason = "; ".join(filter(None, [crash, run["fail_reason"]])) or run["status"]
             lines += _wrap(f"{t['name']}: {reason}", "  ")
         lines.append("")
     for c in summary["crashes"]:
@@ -120,7 +122,7 @@ def render_reply(summary: dict[str, Any], *, tested_by: str | None = None) -> st
     if summary["findings"]:
         lines.append("Not caused by the series:")
         for f in summary["findings"]:
-            lines += _wrap(f"- {f}", "  ")
+            lines += _wrap(f"- {f}", "  ", "  ")
         lines.append("")
 
     env = summary["environment"]

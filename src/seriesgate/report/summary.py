@@ -157,7 +157,7 @@ def _series_dict(series: Series) -> dict[str, Any]:
         "message_id": series.message_id,
         "version": series.version,
         "subject": series.subject,
-        "cover_subject": _cover_subject(series),
+        **_cover_headers(series),
         "author": series.author,
         "patch_count": len(series.patches),
         "source": series.source,
@@ -184,8 +184,8 @@ def _series(series_set: SeriesSet) -> dict[str, Any]:
     return data
 
 
-def _cover_subject(series: Series) -> str:
-    """The cover letter's Subject as posted (with its [PATCH ...] prefix), for the reply."""
+def _cover_headers(series: Series) -> dict[str, str | None]:
+    """The cover letter's Subject (with its [PATCH ...] prefix) and Date as posted."""
     mbox_path = series.source.removeprefix("mbox:") if series.source.startswith("mbox:") else None
     for candidate in (mbox_path, str(series.mbox)):
         if not candidate or not Path(candidate).is_file():
@@ -194,13 +194,18 @@ def _cover_subject(series: Series) -> str:
             for msg in mailbox.mbox(candidate, create=False):
                 if (msg.get("Message-Id") or "").strip().strip("<>") == series.message_id:
                     raw = str(make_header(decode_header(msg.get("Subject", ""))))
-                    return " ".join(raw.split())
+                    date = msg.get("Date")
+                    return {
+                        "cover_subject": " ".join(raw.split()),
+                        "cover_date": " ".join(str(date).split()) if date else None,
+                    }
         except (OSError, mailbox.Error, UnicodeError, LookupError):
             continue
     # not found: rebuild the usual prefix (an RFC marker, if any, cannot be known)
     version = f" v{series.version}" if series.version > 1 else ""
     total = len(series.patches)
-    return f"[PATCH{version} {0:0{len(str(total))}d}/{total}] {series.subject}"
+    subject = f"[PATCH{version} {0:0{len(str(total))}d}/{total}] {series.subject}"
+    return {"cover_subject": subject, "cover_date": None}
 
 
 def _base(series_set: SeriesSet, tree: AppliedTree | None) -> dict[str, Any]:
