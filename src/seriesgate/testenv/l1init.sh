@@ -1,0 +1,56 @@
+#!/bin/sh
+# /init of the L1 test VM (busybox-static): mount the host's / read-only over virtio-9p,
+# overlay tmpfs on the writable places, mount the results directory read-write at its host
+# path, chroot and run seriesgate.testenv.inside; print its exit status; power off.
+/bin/busybox --install -s /bin 2>/dev/null
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+
+fail() {
+  echo "sg-l1: FAILED: $*"
+  echo "SGL1-EXIT ${nonce:-none} 125"
+  poweroff -f
+}
+
+for word in $(cat /proc/cmdline); do
+  case "$word" in sgl1=*) echo "${word#sgl1=}" | base64 -d > /sg.conf ;; esac
+done
+[ -s /sg.conf ] || fail "no sgl1= parameter on the kernel command line"
+{ read -r nonce; read -r results; read -r python; read -r spec; } < /sg.conf
+
+while read -r ko; do
+  insmod "/lib/modules/$ko" || fail "insmod $ko"
+done < /lib/modules/load-order
+
+r=/newroot
+mkdir -p $r /ov
+opts=trans=virtio,version=9p2000.L,msize=512000
+mount -t 9p -o "$opts,ro,cache=loose" hostroot $r || fail "mount host root over 9p"
+mount -t tmpfs -o size=70% tmpfs /ov
+for d in tmp var root; do
+  [ -d "$r/$d" ] || continue
+  mkdir -p "/ov/$d/upper" "/ov/$d/work"
+  mount -t overlay overlay -o "lowerdir=$r/$d,upperdir=/ov/$d/upper,workdir=/ov/$d/work" "$r/$d" \
+    || fail "overlay on /$d"
+done
+chmod 1777 /ov/tmp/upper 2>/dev/null
+mount -t tmpfs tmpfs $r/run
+mount -t proc proc $r/proc
+mount -t sysfs sysfs $r/sys
+mount -t devtmpfs devtmpfs $r/dev
+mkdir -p $r/dev/pts $r/dev/shm 2>/dev/null
+mount -t devpts devpts $r/dev/pts
+mount -t tmpfs tmpfs $r/dev/shm
+mount -t 9p -o "$opts,cache=none" results "$r$results" || fail "mount results dir $results"
+mount -t tracefs tracefs $r/sys/kernel/tracing 2>/dev/null
+
+echo "SGL1-START $nonce $(cut -d' ' -f1 /proc/uptime)"
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+  PYTHONDONTWRITEBYTECODE=1 chroot $r "$python" -m seriesgate.testenv.inside "$spec"
+st=$?
+sync
+umount "$r$results" 2>/dev/null
+echo "SGL1-EXIT $nonce $st"
+poweroff -f
