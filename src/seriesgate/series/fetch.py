@@ -215,9 +215,7 @@ class _Resolver:
             declared=declared,
         )
 
-    def resolve(
-        self, want: Wanted, chain: tuple[str, ...], refs: dict[str, SeriesRef]
-    ) -> Series:
+    def resolve(self, want: Wanted, chain: tuple[str, ...], refs: dict[str, SeriesRef]) -> Series:
         if want.message_id in chain:
             cycle = " -> ".join(f"<{m}>" for m in (*chain, want.message_id))
             raise InputError(f"prerequisite cycle: {cycle}", hint="fix the Based-on: lines")

@@ -47,7 +47,9 @@ def split_subject(raw: str) -> SubjectParts:
     counter = COUNTER.search(prefix)
     version = VERSION.search(prefix)
     index, total = (int(counter.group(1)), int(counter.group(2))) if counter else (1, 1)
-    return SubjectParts(match.group("subject"), index, total, int(version.group(1)) if version else 1)
+    return SubjectParts(
+        match.group("subject"), index, total, int(version.group(1)) if version else 1
+    )
 
 
 def mbox_message_ids(path: Path) -> list[str]:

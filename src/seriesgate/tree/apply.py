@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
-from seriesgate import progress
+from seriesgate import paths, progress
 from seriesgate.errors import InputError
+from seriesgate.series.diff import parse_diff
 from seriesgate.series.fetch import to_jsonable
+from seriesgate.series.mail import split_subject
 from seriesgate.series.model import SeriesSet
 from seriesgate.tree.base import (
     DEFAULT_BASE,
@@ -19,9 +22,8 @@ from seriesgate.tree.base import (
     work_tree_for,
 )
 from seriesgate.tree.ladder import PatchJob, absent_files, apply_patch
-from seriesgate.series.diff import parse_diff
+from seriesgate.tree.model import AppliedTree, ApplyResult, BaseTree, Role, Verdict
 from seriesgate.tree.presence import SeriesContext, significant_lines
-from seriesgate.tree.model import AppliedTree, ApplyResult, Role, Verdict
 
 BRANCH_PREFIX = "seriesgate/"
 
@@ -59,9 +61,16 @@ def jobs_for(series_set: SeriesSet) -> list[PatchJob]:
         fixups = sorted({*fixups, *(series_set.manifest.parent / "fixups").glob("*.patch")})
     for number, path in enumerate(fixups, 1):
         jobs.append(
-            PatchJob(Role.FIXUP, "fixups", number, len(fixups), path.stem, "", path.resolve())
+            PatchJob(Role.FIXUP, "fixups", number, len(fixups), _fixup_subject(path), "", path)
         )
     return jobs
+
+
+def _fixup_subject(path: Path) -> str:
+    """A fixup's Subject: header (git format-patch output), else its file name."""
+    head = path.read_text(encoding="utf-8", errors="replace").split("\ndiff ", 1)[0]
+    match = re.search(r"^Subject: (.*(?:\n[ \t].*)*)", head, re.MULTILINE)
+    return split_subject(match.group(1)).subject if match else path.stem
 
 
 def _not_tried(job: PatchJob) -> ApplyResult:
@@ -84,55 +93,44 @@ def prepare_tree(series_set: SeriesSet, *, base_spec: str | None, workdir: Path)
     ``seriesgate/<series name>`` reset to the pristine base. A conflict does
     not raise: the tree stays at the last applied patch, later patches are
     ``not-tried``, and ``AppliedTree.conflict`` names the first conflict.
+    A patch that only touches files the base lacks (a series for another
+    project) is an InputError, raised after apply.json is written.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     spec = base_spec or series_set.base or DEFAULT_BASE
     base, parsed = obtain_base(spec)
-    repo_key = base.source_dir.name if parsed.kind == "debian" else None
-    del repo_key
-    with locked(base.source_dir.parent / f".{base.source_dir.name}.lock"):
+    jobs = jobs_for(series_set)
+    lock = paths.cache_dir() / "trees" / f".{parsed.kind}-{base.source_dir.name}.lock"
+    with locked(lock):
         repo, base_commit = work_tree_for(base, parsed)
-        if parsed.kind != "debian":
-            base = dataclasses.replace(base, version=base_commit if parsed.kind == "git" else base.version)
-        branch = BRANCH_PREFIX + series_set.target.name
-        checkout_branch(repo, branch, base_commit)
+        if parsed.kind == "git":
+            base = dataclasses.replace(base, version=base_commit)
+        checkout_branch(repo, BRANCH_PREFIX + series_set.target.name, base_commit)
         results: list[ApplyResult] = []
-        marks = {Role.PREREQUISITE: base_commit, Role.SERIES: base_commit, Role.FIXUP: base_commit}
-        jobs = jobs_for(series_set)
-        conflict = None
+        foreign: ApplyResult | None = None
         with progress.step("apply", f"{len(jobs)} patches onto {spec} ({base.version})"):
             for job in jobs:
-                if conflict is not None:
+                if results and results[-1].verdict in (Verdict.CONFLICT, Verdict.NOT_TRIED):
                     results.append(_not_tried(job))
                     continue
                 result = apply_patch(repo, job)
                 results.append(result)
                 if result.verdict is Verdict.CONFLICT:
-                    conflict = result
                     absent = absent_files(repo, job.file)
-                    modified = [r for r in result.files]
-                    if absent and len(absent) == len(modified):
-                        tree = _finish(repo, base, base_commit, marks, results, series_set, workdir)
-                        del tree
-                        raise InputError(
-                            f"patch {job.index}/{job.total} '{job.subject}' only touches files "
-                            f"the base tree lacks ({', '.join(absent[:3])}): is it for QEMU?",
-                            hint=f"partial tree kept in {repo}; see {workdir / 'apply.json'}",
-                        )
-        head = git(repo, "rev-parse", "HEAD")
-        # Where each stage ended: baseline = after prerequisites, etc.
-        seen_series = any(r.role is Role.SERIES for r in results)
-        for result in results:
-            if result.commit:
-                marks[result.role] = result.commit
-        marks[Role.SERIES] = _latest(results, (Role.PREREQUISITE, Role.SERIES), base_commit)
-        marks[Role.PREREQUISITE] = _latest(results, (Role.PREREQUISITE,), base_commit)
-        marks[Role.FIXUP] = head
-        del seen_series
-        return _finish(repo, base, base_commit, marks, results, series_set, workdir)
+                    if absent and len(absent) == len(result.files):
+                        foreign = result
+        tree = _finish(repo, base, base_commit, results, series_set, workdir)
+    if foreign is not None:
+        raise InputError(
+            f"patch {foreign.index}/{foreign.total} '{foreign.subject}' only touches files "
+            f"the base tree lacks ({', '.join(foreign.files[:3])}): is this series for QEMU?",
+            hint=f"see {workdir / 'apply.json'}",
+        )
+    return tree
 
 
 def _latest(results: list[ApplyResult], roles: tuple[Role, ...], default: str) -> str:
+    """The last commit made by a patch of these roles (the base when none)."""
     commit = default
     for result in results:
         if result.role in roles and result.commit:
@@ -142,25 +140,22 @@ def _latest(results: list[ApplyResult], roles: tuple[Role, ...], default: str) -
 
 def _finish(
     repo: Path,
-    base: object,
+    base: BaseTree,
     base_commit: str,
-    marks: dict[Role, str],
     results: list[ApplyResult],
     series_set: SeriesSet,
     workdir: Path,
 ) -> AppliedTree:
-    from seriesgate.tree.model import BaseTree
-
-    assert isinstance(base, BaseTree)
-    if not any(r.commit for r in results if r.role is Role.FIXUP):
-        marks[Role.FIXUP] = _latest(results, (Role.PREREQUISITE, Role.SERIES), base_commit)
+    """Record where each stage ended (refs in the repo, apply.json) and type the result."""
+    prereqs = (Role.PREREQUISITE,)
+    posted = (Role.PREREQUISITE, Role.SERIES)
     tree = AppliedTree(
         base=base,
         repo=repo,
         base_commit=base_commit,
-        baseline_commit=_latest(results, (Role.PREREQUISITE,), base_commit),
-        series_commit=_latest(results, (Role.PREREQUISITE, Role.SERIES), base_commit),
-        fixup_commit=marks[Role.FIXUP] if results else base_commit,
+        baseline_commit=_latest(results, prereqs, base_commit),
+        series_commit=_latest(results, posted, base_commit),
+        fixup_commit=_latest(results, (*posted, Role.FIXUP), base_commit),
         results=tuple(results),
     )
     name = series_set.target.name
@@ -191,7 +186,9 @@ def write_apply_json(tree: AppliedTree, series_set: SeriesSet, path: Path) -> No
             "patched": tree.fixup_commit,
         },
         "applied": conflict is None,
-        "first_conflict": None if conflict is None else f"{conflict.series} {conflict.index}/{conflict.total} {conflict.subject}",
+        "first_conflict": None
+        if conflict is None
+        else f"{conflict.series} {conflict.index}/{conflict.total} {conflict.subject}",
         "patches": [{**to_jsonable(r), "label": r.label} for r in tree.results],
     }
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -207,7 +204,9 @@ def format_table(tree: AppliedTree) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = []
     for n, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+        lines.append(
+            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3]
+        )
         if n == 0:
             continue
         r = tree.results[n - 1]
@@ -220,7 +219,10 @@ def format_table(tree: AppliedTree) -> str:
     lines.append("summary: " + ", ".join(f"{n} {label}" for label, n in counts.items()))
     if tree.conflict:
         c = tree.conflict
-        lines.append(f"CONFLICT: {c.series} {c.index}/{c.total} '{c.subject}' — partial tree kept in {tree.repo}")
+        lines.append(
+            f"CONFLICT: {c.series} {c.index}/{c.total} '{c.subject}'; "
+            f"partial tree kept in {tree.repo}"
+        )
         for hunk in c.failing_hunks[:3]:
             lines.append(f"  {hunk.file} hunk #{hunk.hunk}:")
             lines.extend("    " + ln for ln in hunk.text.splitlines()[:12])

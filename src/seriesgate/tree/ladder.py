@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from seriesgate.errors import InputError
@@ -50,14 +50,45 @@ def _head(repo: Path) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
-def _try_am(repo: Path, patch: Path, *, three_way: bool) -> bool:
+INDEX_LINE = re.compile(r"^index ([0-9a-f]{7,40})\.\.[0-9a-f]{7,40}", re.MULTILINE)
+
+
+def _first_error(output: str) -> str:
+    return next((ln.strip() for ln in output.splitlines() if ln.startswith("error:")), "")[:160]
+
+
+def _try_am(repo: Path, patch: Path, *, three_way: bool) -> tuple[bool, str]:
+    """git am (or git am --3way); returns (applied, why not).
+
+    A cheap check runs first so that a doomed ``git am`` (and its abort, which
+    refreshes the whole index of a big tree) is skipped: ``git apply --check``
+    for a plain am, the pre-image blobs' existence for a 3-way am.
+    """
+    if three_way:
+        text = patch.read_text(encoding="utf-8", errors="replace")
+        blobs = sorted({b for b in INDEX_LINE.findall(text) if set(b) != {"0"}})
+        if not blobs:
+            return False, "3way: the patch names no pre-image blobs"
+        probe = run(
+            ["git", "-C", str(repo), "cat-file", "--batch-check"],
+            input="".join(f"{b}\n" for b in blobs),
+            what="git cat-file",
+        )
+        missing = [ln.split()[0] for ln in probe.stdout.splitlines() if ln.endswith(" missing")]
+        if missing:
+            return False, f"3way: {len(missing)}/{len(blobs)} pre-image blobs not in the tree"
+    else:
+        check = run(["git", "-C", str(repo), "apply", "--check", str(patch)], check=False)
+        if check.returncode != 0:
+            return False, f"git am: {_first_error(check.stderr) or 'does not apply'}"
     args = ["am", "-q", "--no-gpg-sign", "--keep-cr"]
     args += ["--3way"] if three_way else ["--no-3way"]
     result = run(["git", "-C", str(repo), *args, str(patch)], env=COMMITTER, check=False)
     if result.returncode != 0:
         git(repo, "am", "--abort", check=False)
-        return False
-    return True
+        step = "3way" if three_way else "git am"
+        return False, f"{step}: {_first_error(result.stdout + result.stderr) or 'failed'}"
+    return True, ""
 
 
 def _is_mail(text: str) -> bool:
@@ -76,9 +107,7 @@ def _commit_as_posted(repo: Path, patch: Path, files: list[FileDiff], is_mail: b
                 input=patch.read_text(encoding="utf-8", errors="replace"),
                 what="git mailinfo",
             ).stdout
-        fields = dict(
-            line.split(": ", 1) for line in info.splitlines() if ": " in line
-        )
+        fields = dict(line.split(": ", 1) for line in info.splitlines() if ": " in line)
         subject = fields.get("Subject") or f"fixup: {patch.stem}"
         text = msg.read_text(encoding="utf-8") if msg.exists() else ""
         message = Path(tmp) / "message"
@@ -166,70 +195,70 @@ def apply_patch(repo: Path, job: PatchJob) -> ApplyResult:
         files = parse_diff(text)
     except DiffError as exc:
         raise InputError(f"{job.file.name}: {exc}", hint="the patch file is damaged") from None
-    paths = tuple(f.path for f in files)
-    common = {
-        "role": job.role,
-        "series": job.series,
-        "index": job.index,
-        "total": job.total,
-        "subject": job.subject,
-        "message_id": job.message_id,
-        "files": paths,
-    }
+    template = ApplyResult(
+        role=job.role,
+        series=job.series,
+        index=job.index,
+        total=job.total,
+        subject=job.subject,
+        message_id=job.message_id,
+        verdict=Verdict.NOT_TRIED,
+        files=tuple(f.path for f in files),
+    )
     before = _head(repo)
     mail = _is_mail(text)
-    for three_way, verdict in ((False, Verdict.CLEAN), (True, Verdict.THREE_WAY)):
-        if not mail:
-            break
-        if _try_am(repo, job.file, three_way=three_way):
+    tried: list[str] = []  # why each gentler step failed, for the evidence
+    if mail:
+        for three_way, verdict in ((False, Verdict.CLEAN), (True, Verdict.THREE_WAY)):
+            applied, why = _try_am(repo, job.file, three_way=three_way)
+            if not applied:
+                tried.append(why)
+                continue
             after = _head(repo)
             if after == before:
-                evidence = "git am --3way: no changes, patch already applied"
-                return ApplyResult(
-                    **common, verdict=Verdict.ALREADY_PRESENT, evidence=evidence
-                )  # type: ignore[arg-type]
-            return ApplyResult(**common, verdict=verdict, commit=after)  # type: ignore[arg-type]
-    if not mail:
+                return replace(
+                    template,
+                    verdict=Verdict.ALREADY_PRESENT,
+                    evidence="git am --3way: no changes, patch already applied",
+                )
+            return replace(template, verdict=verdict, commit=after, evidence="; ".join(tried))
+    else:  # a plain diff (a local fixup without mail headers)
         check = run(["git", "-C", str(repo), "apply", "--check", str(job.file)], check=False)
         if check.returncode == 0:
             run(["git", "-C", str(repo), "apply", str(job.file)], what="git apply")
             commit = _commit_as_posted(repo, job.file, files, mail)
-            return ApplyResult(**common, verdict=Verdict.CLEAN, commit=commit)  # type: ignore[arg-type]
+            return replace(template, verdict=Verdict.CLEAN, commit=commit)
+        tried.append(f"git apply: {_first_error(check.stderr) or 'does not apply'}")
     presence = patch_presence(repo, files, job.context)
     if presence.already_present:
-        return ApplyResult(
-            **common,  # type: ignore[arg-type]
-            verdict=Verdict.ALREADY_PRESENT,
-            evidence=presence.summary(),
-        )
+        return replace(template, verdict=Verdict.ALREADY_PRESENT, evidence=presence.summary())
     code, output = _patch_cmd(repo, job.file, dry_run=True)
     if code == 0:
         code, output = _patch_cmd(repo, job.file, dry_run=False)
-        if code != 0:  # cannot happen after a clean dry run; keep the tree consistent
-            git(repo, "checkout", "-q", "-f", "HEAD")
-            git(repo, "clean", "-q", "-f", "-d")
-        else:
+        if code == 0:
             fuzz, offsets, _, _ = _hunk_report(output)
             commit = _commit_as_posted(repo, job.file, files, mail)
-            return ApplyResult(
-                **common,  # type: ignore[arg-type]
+            tried.append(f"patch --fuzz={MAX_FUZZ} applied it")
+            return replace(
+                template,
                 verdict=Verdict.FUZZ,
                 fuzz=fuzz,
                 offsets=tuple(offsets),
                 commit=commit,
-                evidence=f"git am failed; patch --fuzz={MAX_FUZZ} applied it",
+                evidence="; ".join(tried),
             )
+        # Cannot happen after a clean dry run; keep the tree at the last commit.
+        git(repo, "checkout", "-q", "-f", "HEAD")
+        git(repo, "clean", "-q", "-f", "-d")
     _, offsets, failed, missing = _hunk_report(output)
     reasons = []
     if missing:
         reasons.append(f"files absent from the tree: {', '.join(missing)}")
     if failed:
-        reasons.append(
-            "failing hunks: " + ", ".join(f"{path} #{number}" for path, number in failed)
-        )
+        reasons.append("failing hunks: " + ", ".join(f"{path} #{n}" for path, n in failed))
     reasons.append(f"already-present test: {presence.summary()}")
-    return ApplyResult(
-        **common,  # type: ignore[arg-type]
+    return replace(
+        template,
         verdict=Verdict.CONFLICT,
         failing_hunks=tuple(_quote_failing(files, failed)),
         offsets=tuple(offsets),

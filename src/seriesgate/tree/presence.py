@@ -188,7 +188,9 @@ def patch_presence(
         if diff.deleted and diff.old_path is not None:
             path = repo / diff.old_path
             gone = not path.exists()
-            results.append(HunkPresence(diff.path, 1, gone, "file deleted" if gone else "file kept"))
+            results.append(
+                HunkPresence(diff.path, 1, gone, "file deleted" if gone else "file kept")
+            )
             continue
         content: list[str] | None = None
         if path.is_file():
