@@ -208,10 +208,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _run_in_testenv(config_path: Path, sizes: Sequence[int]) -> list[dict[str, Any]]:
     """Run :func:`run_inner` inside the test VM (or host environment) with two devices."""
-    from seriesgate.testenv import run_in_env
+    from seriesgate.testenv import prepare, run_in_env
 
+    env = prepare()
     argv = [sys.executable, "-m", "seriesgate.bench", "--inner", str(config_path)]
-    run_in_env(argv, devices=2, memory_mb=l1_memory_mb(sizes), results_dir=config_path.parent)
+    memory = l1_memory_mb(sizes)
+    progress.say("bench", f"test environment: {env.mode}, L1 memory {memory} MiB")
+    run_in_env(
+        env,
+        argv,
+        results_dir=config_path.parent,
+        devices=2,
+        timeout=3 * 3600.0,
+        memory_mb=memory,
+        echo=sys.stderr,
+    )
     bench = config_path.parent / "bench.json"
     if not bench.exists():
         raise InfraError(f"the bench wrote no {bench}", hint="see the test VM console log")

@@ -19,7 +19,6 @@ from typing import Any, Protocol
 
 from seriesgate import progress
 from seriesgate.build.model import BuildSet, PatchBuild
-from seriesgate.errors import InfraError
 from seriesgate.functional.model import FunctionalResults, Status, TestOutcome
 from seriesgate.testenv.model import TestEnv
 
@@ -81,25 +80,12 @@ class SingleTestRunner(Protocol):
 def _default_runner(
     binary: Path, test_id: str, env: TestEnv, results_dir: Path, firmware: Sequence[Path]
 ) -> TestOutcome:
-    """One Avocado job with one test reference, on ``binary``, inside the test environment."""
-    from seriesgate.functional.jobs import avocado_argv, newest_job
-    from seriesgate.functional.runner import parse_job
-    from seriesgate.testenv import run_in_env
+    """One test on ``binary`` inside the test environment (the functional runner's probe)."""
+    from seriesgate.functional.runner import run_single_test
 
-    results_dir = results_dir.resolve()
-    results_dir.mkdir(parents=True, exist_ok=True)
-    argv = avocado_argv(
-        qemu_bin=binary, results=results_dir, tests=[test_id], firmware_dirs=firmware, tags=None
+    return run_single_test(
+        binary, test_id, env=env, results_dir=results_dir, firmware_dirs=tuple(firmware)
     )
-    run_in_env(env, argv, results_dir=results_dir, devices=2, timeout=1800.0)
-    job = newest_job(results_dir)
-    if job is None:
-        raise InfraError(f"bisect: no Avocado job ran for {test_id} on {binary}",
-                         hint=f"see the logs under {results_dir}")  # fmt: skip
-    outcomes = [o for o in parse_job(job, results_dir.name) if o.test_id == test_id]
-    if not outcomes:
-        raise InfraError(f"bisect: {test_id} not in the results of {job}")
-    return outcomes[0]
 
 
 def regressions(functional: FunctionalResults) -> list[TestOutcome]:
