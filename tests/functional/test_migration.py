@@ -6,8 +6,9 @@ frames to its own MAC; vdpa_sim loops them back), migrates over a unix socket, a
 behaviour, never the status word alone. Numbers go to ``measurements.json``.
 
 Parameters (``-p``, see :mod:`seriesgate.functional.test`): ``qemu_bin``, ``firmware_dirs``,
-``guest_mem`` (MiB, default 256), ``accel``, and ``large_mem`` (MiB, default 1024) for the
-tests that need a guest whose mapping takes long (overrun, QMP responsiveness, cancel).
+``guest_mem`` (MiB, default 256), ``accel``, and ``large_mem`` (MiB; default: the largest
+guest of which two fit pinned in the test VM, at most 1024) for the tests that need a guest
+whose mapping takes long (overrun, QMP responsiveness).
 """
 
 from __future__ import annotations
@@ -48,6 +49,18 @@ STREAM_INTERVAL_US = 2000
 QMP_RTT_BOUND_MS = 200.0
 
 
+def auto_large_mem(cap: int = 1024, floor: int = 256, reserve: int = 320) -> int:
+    """The largest guest (MiB, multiple of 64) of which two fit pinned in this (L1) machine.
+
+    Two guests of that size must be resident at once (vdpa_sim with use_va=0 pins all
+    guest RAM), plus ``reserve`` MiB for the two QEMUs, Avocado and the page cache.
+    """
+    with open("/proc/meminfo") as fh:
+        info = {ln.split(":")[0]: int(ln.split()[1]) for ln in fh if ln.split()[1].isdigit()}
+    avail = info.get("MemAvailable", info.get("MemTotal", 0)) // 1024
+    return max(floor, min(cap, (avail - reserve) // 2 // 64 * 64))
+
+
 class MigrationBase(VdpaTest):
     """Source and destination L2 guests on the environment's first two devices (same MAC)."""
 
@@ -56,7 +69,8 @@ class MigrationBase(VdpaTest):
         if len(self.env.devices) < 2:
             self.error("migration needs two vdpa devices with one MAC (run_in_env(devices=2))")
         # Large guests for the overrun/QMP tests; the L1 VM must hold two of them, pinned.
-        self.large_mem = int(self.params.get("large_mem", default=1024))
+        self.large_mem = int(self.params.get("large_mem", default=0)) or auto_large_mem()
+        self.measurements["large_mem_mb"] = self.large_mem
         self.started = time.monotonic()
         self.records = 0
 
