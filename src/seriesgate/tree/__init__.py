@@ -1,6 +1,7 @@
 """tree stage: a base tree with the series applied, one commit per patch."""
 
 from seriesgate.tree.apply import format_table, prepare_tree
+from seriesgate.tree.base import tree_lock
 from seriesgate.tree.model import AppliedTree, ApplyResult, BaseTree, Role, Verdict
 
 __all__ = [
@@ -11,4 +12,5 @@ __all__ = [
     "Verdict",
     "format_table",
     "prepare_tree",
+    "tree_lock",
 ]

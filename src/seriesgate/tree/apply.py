@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from seriesgate import paths, progress
+from seriesgate import progress
 from seriesgate.errors import InputError
 from seriesgate.series.diff import parse_diff
 from seriesgate.series.fetch import to_jsonable
@@ -17,9 +17,10 @@ from seriesgate.tree.base import (
     DEFAULT_BASE,
     checkout_branch,
     git,
-    locked,
     obtain_base,
+    tree_lock,
     work_tree_for,
+    work_tree_path,
 )
 from seriesgate.tree.ladder import PatchJob, absent_files, apply_patch
 from seriesgate.tree.model import AppliedTree, ApplyResult, BaseTree, Role, Verdict
@@ -100,8 +101,7 @@ def prepare_tree(series_set: SeriesSet, *, base_spec: str | None, workdir: Path)
     spec = base_spec or series_set.base or DEFAULT_BASE
     base, parsed = obtain_base(spec)
     jobs = jobs_for(series_set)
-    lock = paths.cache_dir() / "trees" / f".{parsed.kind}-{base.source_dir.name}.lock"
-    with locked(lock):
+    with tree_lock(work_tree_path(base, parsed)):
         repo, base_commit = work_tree_for(base, parsed)
         if parsed.kind == "git":
             base = dataclasses.replace(base, version=base_commit)

@@ -16,6 +16,7 @@ later stages can build in place incrementally. It is never copied per run.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -323,14 +324,23 @@ def snapshot(repo: Path, source: Path, message: str) -> str:
     return commit
 
 
-def work_tree_for(base: BaseTree, spec: BaseSpec) -> tuple[Path, str]:
-    """The cached git work tree for ``base`` and its pristine base commit."""
-    trees = paths.cache_dir() / "trees"
+def work_tree_path(base: BaseTree, spec: BaseSpec) -> Path:
+    """Where the cached git work tree for this base lives."""
     if spec.kind == "debian":
         key = base.source_dir.name
     else:
         key = slug_key(f"{spec.kind}-{spec.url or spec.path}")
-    repo = trees / key
+    return paths.cache_dir() / "trees" / key
+
+
+def tree_lock(repo: Path) -> contextlib.AbstractContextManager[None]:
+    """The lock every writer of a cached work tree holds (apply; builds in place should too)."""
+    return locked(repo.parent / f".{repo.name}.lock")
+
+
+def work_tree_for(base: BaseTree, spec: BaseSpec) -> tuple[Path, str]:
+    """The cached git work tree for ``base`` and its pristine base commit."""
+    repo = work_tree_path(base, spec)
     init_repo(repo)
     if spec.kind == "git":
         with progress.step("tree", f"git fetch {spec.url} {spec.ref}"):
