@@ -85,6 +85,25 @@ def test_passing_run() -> None:
     json.dumps(s)  # serialisable as is
 
 
+def test_queue_note_from_the_testenv_manifest() -> None:
+    # the keys and texts the testenv stage writes into its assets manifest
+    manifest = {
+        "test_device_patches": [
+            "drivers/vdpa/vdpa_sim/vdpa_sim.c: #define VDPASIM_QUEUE_MAX 256 -> "
+            "#define VDPASIM_QUEUE_MAX 1024"
+        ],
+        "test_device_note": "vdpa_sim is the test device, not code under test",
+    }
+    s = build_summary(
+        series_set=h.series_set(),
+        env=h.env(manifest=manifest),
+        stage_times={},
+    )
+    assert s["environment"]["notes"] == [
+        "vdpa_sim built with queue max 1024 (test device, not code under test)"
+    ]
+
+
 def test_no_queue_note_for_stock_device() -> None:
     s = build_summary(
         series_set=h.series_set(),

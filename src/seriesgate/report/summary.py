@@ -465,6 +465,11 @@ def _environment(
     notes = [str(n) for n in built.get("notes", [])]
     notes += [str(n) for n in facts.pop("notes", [])]
     queue_max = facts.get("vdpa_queue_max", built.get("vdpa_queue_max"))
+    for patch in built.get("test_device_patches", []):
+        # the testenv records its source edit: "...: #define VDPASIM_QUEUE_MAX 256 -> ... 1024"
+        found = re.findall(r"VDPASIM_QUEUE_MAX\s+(\d+)", str(patch))
+        if found:
+            queue_max = int(found[-1])
     if isinstance(queue_max, int) and queue_max > STOCK_VDPA_SIM_QUEUE_MAX:
         notes.insert(
             0, f"vdpa_sim built with queue max {queue_max} (test device, not code under test)"
