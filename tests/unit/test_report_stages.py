@@ -102,3 +102,35 @@ def test_stage_dir_errors(tmp_path: Path) -> None:
     (tmp_path / "build.json").write_text("{}")
     assert stages.load_builds(tmp_path, None) is None  # no baseline/patched yet
     assert main(["-q", "report"]) == 2
+
+
+REAL = Path(__file__).parent / "data" / "report" / "default-series-apply"
+
+
+def test_summary_and_reports_from_real_apply_of_the_default_series(tmp_path: Path) -> None:
+    from seriesgate.report import write_reports
+    from seriesgate.report.summary import build_summary
+
+    series_set = stages.load_series_set(REAL)
+    tree = stages.load_tree(REAL)
+    assert tree is not None
+    s = build_summary(series_set=series_set, tree=tree, stage_times={"apply": 30.0})
+    recorded = json.loads((REAL / "apply.json").read_text())
+    assert [p["apply"] for p in s["patches"]] == [p["label"] for p in recorded["patches"]]
+    assert s["series"]["message_id"] == "20231128104303.3314000-1-eperezma@redhat.com"
+    assert s["series"]["patch_count"] == 10 and s["series"]["version"] == 2
+    assert s["base"]["version"] == recorded["base"]["version"]
+    roles = [p["role"] for p in s["patches"]]
+    assert roles.count("series") == 10 and roles.count("fixup") == 1
+    # applied, not built, not tested: the gate cannot decide yet
+    assert s["overall"]["exit_code"] == 2
+    assert s["overall"]["undecided"] == ["functional tests did not run"]
+    written = write_reports(s, tmp_path)
+    reply = (tmp_path / "reply.txt").read_text()
+    series_rows = [p for p in recorded["patches"] if p["role"] == "series"]
+    for p in series_rows:
+        assert f"{p['index']:02d}/10 {p['label']:<15}" in reply
+    assert "Result: UNDECIDED: functional tests did not run" in reply
+    md = (tmp_path / "report.md").read_text()
+    assert md.count("| prereq (") == roles.count("prerequisite")
+    assert len(written) == 5

@@ -4,7 +4,7 @@ A scaled-out pipeline runs ``seriesgate build --out DIR`` in one job and ``serie
 functional --results-dir DIR`` in parallel jobs; the report job rebuilds the typed results
 from their files and makes one summary:
 
-- ``DIR/series/series.json``: the SeriesSet (``to_jsonable`` of the series stage)
+- ``DIR/series/series.json`` (or ``DIR/series.json``): the SeriesSet (series stage)
 - ``DIR/apply.json``: base, commits and one ApplyResult per patch (tree stage)
 - ``DIR/build.json``: BuildResult per build name, checkpatch, firmware dirs (build stage)
 - functional dirs: ``jobs.json`` + Avocado job results (functional stage's ``collect``)
@@ -70,7 +70,9 @@ def _read(path: Path) -> Any:
 
 
 def load_series_set(stage_dir: Path) -> SeriesSet:
-    data = _read(stage_dir / "series" / "series.json")
+    """``series.json`` of `seriesgate build` (DIR/series/) or `seriesgate apply` (DIR/)."""
+    path = stage_dir / "series.json"
+    data = _read(path if path.exists() else stage_dir / "series" / "series.json")
     try:
         series_set: SeriesSet = from_jsonable(SeriesSet, data)
     except (KeyError, TypeError, ValueError) as exc:
