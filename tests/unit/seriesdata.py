@@ -68,7 +68,7 @@ def commit_change(repo: Path, name: str, lines: list[str], subject: str, body: s
 def format_patch(repo: Path, rev: str, out: Path) -> Path:
     """``git format-patch -1 rev`` into ``out``; returns the patch file."""
     out.mkdir(parents=True, exist_ok=True)
-    name = sh_git(repo, "format-patch", "-q", "-1", rev, "-o", str(out))
+    name = sh_git(repo, "format-patch", "-1", rev, "-o", str(out))
     return Path(name.splitlines()[0])
 
 

@@ -65,6 +65,10 @@ def _try_am(repo: Path, patch: Path, *, three_way: bool) -> tuple[bool, str]:
     for a plain am, the pre-image blobs' existence for a 3-way am.
     """
     if three_way:
+        absent = absent_files(repo, patch)
+        if absent:
+            # A 3-way merge would re-create them from the pre-image blob (if known).
+            return False, f"3way: files absent from the tree ({', '.join(absent[:3])})"
         text = patch.read_text(encoding="utf-8", errors="replace")
         blobs = sorted({b for b in INDEX_LINE.findall(text) if set(b) != {"0"}})
         if not blobs:

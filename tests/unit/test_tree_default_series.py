@@ -1,0 +1,42 @@
+"""The default series on the real Debian QEMU tree (slow: cached download, unpack, git)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from seriesdata import sh_git
+
+from seriesgate import paths
+from seriesgate.series import fetch_series_set
+from seriesgate.tree import Role, Verdict, format_table, prepare_tree
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.skipif(not paths.SHARED_SERIES_DIR.is_dir(), reason="needs ../shared/series")
+def test_default_series_on_debian_qemu(tmp_path: Path) -> None:
+    series_set = fetch_series_set(None, workdir=tmp_path)
+    tree = prepare_tree(series_set, base_spec=None, workdir=tmp_path)
+    table = format_table(tree)
+    assert tree.base.spec == "debian:qemu/trixie" and tree.base.version.startswith("10.0.")
+    prereqs = [r for r in tree.results if r.role is Role.PREREQUISITE]
+    series = {r.index: r for r in tree.series_results()}
+    assert len(prereqs) == 13 and len(series) == 10
+    # The prerequisite was merged (then changed) upstream: the per-hunk test must see it.
+    assert all(r.verdict is Verdict.ALREADY_PRESENT for r in prereqs), table
+    assert all("hunks present" in r.evidence for r in prereqs)
+    assert series[1].verdict is Verdict.ALREADY_PRESENT, table  # merged in the same pull
+    assert {i for i, r in series.items() if r.verdict is Verdict.CLEAN} == {2, 3, 4, 6, 7}, table
+    assert {i for i, r in series.items() if r.verdict is Verdict.FUZZ} == {5, 8, 9, 10}, table
+    assert tree.conflict is None
+    assert tree.baseline_commit == tree.base_commit  # nothing of the prerequisite to add
+    # Every applied patch is a commit with the posting's author, date and subject.
+    for index in (2, 5, 10):
+        result = series[index]
+        assert result.commit is not None
+        log = sh_git(tree.repo, "log", "-1", "--format=%an <%ae>|%s", result.commit)
+        assert log == f"Eugenio Pérez <eperezma@redhat.com>|{result.subject}"
+    count = sh_git(tree.repo, "rev-list", "--count", f"{tree.base_commit}..{tree.series_commit}")
+    assert count == "9"
+    assert (tmp_path / "apply.json").is_file()
