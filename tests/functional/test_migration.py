@@ -409,3 +409,25 @@ class MigrationDestinationFaults(MigrationBase):
             self.measurements["missing"] = self._failing(dev_b, self.spec(), "missing device")
         finally:
             vdpa.dev_add(dev_b.name, dev_b.mac, dev_b.mgmtdev)
+
+
+class MigrationAfterIntrospection(MigrationBase):
+    """:avocado: tags=migration,quick,expect:holds-on-both"""
+
+    def test_destination_introspected_before_incoming(self) -> None:
+        """Management software lists device properties before migrating (libvirt does).
+
+        ``device-list-properties`` creates and frees a temporary virtio-net-pci object. A
+        migration handler registered per instance must not outlive it: the migration that
+        follows must complete, without a crash, with traffic on the destination.
+        """
+        dev_a, dev_b = self.pair_devices()
+        src = self.start("source", dev_a, self.spec(), incoming=False)
+        self.start_stream(src)
+        dst = self.start("destination", dev_b, self.spec(), incoming=True)
+        props = dst.machine.qmp("device-list-properties", typename="virtio-net-pci")
+        self.measurements["introspected_properties"] = len(props)
+        rec = self.run_migration(src, dst)
+        self.assert_completed(rec, src, dst)
+        self.measurements.update(rec.summary())
+        self.check_traffic(dst, label="after_migration")
