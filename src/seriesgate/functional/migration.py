@@ -24,13 +24,15 @@ import json
 import logging
 import os
 import resource
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seriesgate.functional.machine import QemuTimeout, VdpaMachine
+from seriesgate.functional.machine import QemuExited, QemuTimeout, VdpaMachine
 from seriesgate.functional.test import Guest
 from seriesgate.functional.timeline import (
     MapTimeline,
@@ -148,6 +150,25 @@ class MigrationRecord:
         return out
 
 
+def thread_stacks(pid: int, frames: int = 12) -> str:
+    """Every thread's top frames of a live (hung) QEMU, from gdb; a note when unavailable."""
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        return "(no gdb: cannot say where it hangs)"
+    try:
+        out = subprocess.run(  # noqa: S603 - argv list
+            [gdb, "-p", str(pid), "-batch", "-nx", "-ex", f"thread apply all bt {frames}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            errors="replace",
+        ).stdout
+    except subprocess.TimeoutExpired:
+        return "(gdb timed out)"
+    keep = [ln for ln in out.splitlines() if ln.startswith(("Thread ", "#"))]
+    return "\n".join(keep) or "(gdb printed no stack)"
+
+
 def enable_events(vm: VdpaMachine) -> None:
     vm.qmp("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
 
@@ -206,10 +227,15 @@ def migrate(
         if status:
             break
         if time.monotonic() > deadline:
+            where = "\n".join(
+                f"--- {vm.name} threads (gdb):\n{thread_stacks(vm.pid)}"
+                for vm in (source, dest)
+                if vm.is_running()
+            )
             raise MigrationHang(
                 f"migration to {uri} neither completed nor failed within {timeout:.0f} s: "
                 f"source status {_status(source)!r}, destination status "
-                f"{_status(dest) if dest.is_running() else 'exited'!r}\n"
+                f"{_status(dest) if dest.is_running() else 'exited'!r}\n{where}\n"
                 f"{dest.failure_context()}"
             )
         if sample_rtt and dest.is_running():
@@ -222,6 +248,11 @@ def migrate(
         else:
             source._collect_events(wait=0.05)  # noqa: SLF001 - poll events without a command
     ended = time.time()
+    if not dest.is_running():
+        try:
+            dest.check_alive("during the incoming migration")
+        except QemuExited:
+            pass  # a failed incoming migration makes QEMU exit(1): the record says so
     info = source.qmp("query-migrate")
     dest_info: dict[str, Any] = {}
     if status == "completed":
