@@ -50,6 +50,15 @@ MIN_FREE_BYTES = 3 * 1024**3  # a cold build dir takes ~1 GiB; keep a margin for
 RESULT_FILE = "result.json"  # the "complete" marker of a stored build
 
 
+def build_cache_dir() -> Path:
+    """Root of build dirs, binary store and ccache: ``$SERIESGATE_BUILD_CACHE`` or the cache.
+
+    The benchmark points it at an empty directory to measure a truly cold build.
+    """
+    override = os.environ.get("SERIESGATE_BUILD_CACHE")
+    return Path(override) if override else paths.cache_dir()
+
+
 class BuildInterrupted(InfraError):
     """Ctrl-C during a build: nothing stored, the build dir resumes next time."""
 
@@ -205,7 +214,7 @@ class Builder:
         self.out_dir = out_dir
         self.logs = out_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.cache = paths.cache_dir()
+        self.cache = build_cache_dir()
         self.dir = BuildDir(self.cache, cfg.build_key(tree.base.version))
         self.checked_out: str | None = None
         self.configured = False

@@ -21,7 +21,7 @@ _TOTAL = re.compile(
     r"^total: (?P<errors>\d+) errors, (?P<warnings>\d+) warnings, \d+ lines checked"
 )
 _REPORT = re.compile(r"^(?P<kind>ERROR|WARNING|CHECK): (?P<text>.+)$")
-_WHERE = re.compile(r"^#\d+: FILE: (?P<where>\S+):?$")
+_WHERE = re.compile(r"^#\d+: FILE: (?P<where>\S+?):?$")
 
 MAX_MESSAGES = 5
 CHECKPATCH_TIMEOUT = 120.0
