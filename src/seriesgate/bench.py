@@ -157,38 +157,47 @@ def format_summary(summary: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _resolve_binaries(args: argparse.Namespace) -> dict[str, str]:
+def newest_build_json(root: Path | None = None) -> dict[str, Any]:
+    """The newest complete ``build.json`` of an earlier run under the results root ({} if none)."""
+    root = root or results_root()
+    if not root.is_dir():
+        return {}
+    for path in sorted(root.glob("*/**/build.json"), key=lambda p: p.stat().st_mtime)[::-1]:
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("complete") and data.get("builds"):
+            return data
+    return {}
+
+
+def resolve_builds(args: argparse.Namespace) -> tuple[dict[str, str], list[str]]:
+    """Baseline and patched binaries (flags first, else the newest run) and -L directories."""
+    found = newest_build_json()
     binaries: dict[str, str] = {}
     for build in ("baseline", "patched"):
         given = getattr(args, build)
         if given is None:
-            given = _cached_build(build)
+            given = (found.get("builds", {}).get(build) or {}).get("binary")
         if given is None or not os.access(given, os.X_OK):
             raise InputError(
-                f"no {build} QEMU binary ({given or 'none found'})",
+                f"no {build} QEMU binary ({given or 'none found in earlier runs'})",
                 hint=f"run `seriesgate run` first or pass --{build} PATH",
             )
         binaries[build] = str(given)
-    return binaries
-
-
-def _cached_build(build: str) -> Path | None:
-    """The newest ``<results>/*/build*/<build>/**/qemu-system-x86_64`` of an earlier run."""
-    root = results_root()
-    if not root.is_dir():
-        return None
-    found = sorted(root.glob(f"*/**/{build}/**/qemu-system-x86_64"),
-                   key=lambda p: p.stat().st_mtime)  # fmt: skip
-    return found[-1] if found else None
+    firmware = [str(p) for p in args.firmware] or [str(p) for p in found.get("firmware_dirs", [])]
+    return binaries, firmware
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     sizes = tuple(args.sizes)
     out = args.out or results_root() / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
+    binaries, firmware = resolve_builds(args)
     config = {
-        "binaries": _resolve_binaries(args),
-        "firmware": [str(p) for p in args.firmware],
+        "binaries": binaries,
+        "firmware": firmware,
         "sizes": list(sizes),
         "runs": args.runs,
         "out": str(out.resolve()),
