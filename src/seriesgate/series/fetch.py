@@ -94,12 +94,21 @@ def run_b4_am(want: Wanted, outdir: Path) -> tuple[Path, Path | None, str]:
             ),
         )
     except CommandError as exc:
-        critical = [ln for ln in exc.output.splitlines() if "CRITICAL" in ln or "ERROR" in ln]
+        markers = ("CRITICAL", "ERROR", "Could not retrieve")
+        critical = [ln for ln in exc.output.splitlines() if any(m in ln for m in markers)]
         if critical:
-            exc.message = f"b4 am {want.message_id}: {critical[-1].strip()}"
+            exc.message = f"b4 am {want.message_id}: {critical[-1].strip()[:200]}"
+        if want.mbox is not None:  # b4 read the user's file: the input is at fault
+            raise InputError(exc.message, hint=exc.hint) from None
         raise
     output = result.stdout + result.stderr
     mbx = sorted(outdir.glob("*.mbx"))
+    unreachable = next((ln for ln in output.splitlines() if "Could not retrieve" in ln), None)
+    if not mbx and want.mbox is None and unreachable:
+        raise InfraError(
+            f"b4 could not fetch <{want.message_id}> online: {unreachable.strip()[:160]}",
+            hint="check the network, or pass --mbox FILE with a saved thread",
+        )
     if not mbx:
         where = f"mbox {want.mbox}" if want.mbox else "the thread"
         raise InputError(

@@ -204,18 +204,25 @@ def resolve_debian_source(package: str, suite: str, downloads: Path) -> SourceFi
     found = None if added else _print_uris(package, suite)
     if found is None:
         with progress.step("tree", f"apt-get update (deb-src {suite})"):
-            try:
-                run(
-                    ["apt-get", "update", "-qq"],
-                    timeout=APT_TIMEOUT,
-                    what="apt-get update",
-                    hint="is Debian's archive reachable?",
+            update = run(
+                ["apt-get", "update", "-q"], timeout=APT_TIMEOUT, check=False, what="apt-get update"
+            )
+        output = update.stdout + update.stderr
+        failed = [ln for ln in output.splitlines() if ln.startswith(("E:", "W: Failed", "Err:"))]
+        if update.returncode != 0 or failed:
+            entry = APT_SOURCES_DIR / f"seriesgate-deb-src-{suite}.sources"
+            if added:  # never leave an entry behind that breaks every later apt-get update
+                entry.unlink(missing_ok=True)
+            if f" {suite} Release' does not have a Release file" in output:
+                raise InputError(
+                    f"Debian suite '{suite}' is not in the archive",
+                    hint="check the base spec (e.g. debian:qemu/trixie)",
                 )
-            except CommandError as exc:
-                raise InfraError(
-                    f"apt not reachable: {exc.message}",
-                    hint="check the network/proxy to Debian's archive, or use --base dir:PATH",
-                ) from None
+            first = failed[0] if failed else f"exit {update.returncode}"
+            raise InfraError(
+                f"apt not reachable: {first[:200]}",
+                hint="check the network/proxy to Debian's archive, or use --base dir:PATH",
+            )
         found = _print_uris(package, suite)
     if found is None:
         raise InputError(
