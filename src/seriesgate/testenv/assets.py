@@ -18,6 +18,7 @@ stock simulator refuses them (vhost falls back to userspace virtio: a dead vDPA 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import lzma
 import os
@@ -59,6 +60,7 @@ L1_MODULES = ("netfs", "9pnet", "9pnet_virtio", "9p", "overlay")
 L2_MODULES = ("virtio_net",)
 L2_APPEND = "console=ttyS0 panic=-1 quiet sgagent=ttyS1"
 BUSYBOX = Path("/bin/busybox")
+GUEST_SOURCES = ("l1init.sh", "l2init.sh", "sgpkt.c")
 
 
 @dataclass(frozen=True)
@@ -414,6 +416,49 @@ def _package_version(name: str) -> str:
 # -- building and validating -----------------------------------------------------------------
 
 
+def guest_sources_digest() -> str:
+    """Hash of the packaged guest-side sources: a change rebuilds the initramfs images."""
+    digest = hashlib.sha256()
+    for name in GUEST_SOURCES:
+        digest.update(name.encode() + b"\0" + _package_script(name) + b"\0")
+    digest.update(L2_APPEND.encode())
+    return digest.hexdigest()[:16]
+
+
+def write_initramfs(out: Path, kver: str, work: Path) -> str:
+    """(Re)write out/l1-initrd.cpio and out/l2-initrd.cpio; return the sources' digest."""
+    moddir = out / "root/lib/modules" / kver
+    deps = parse_modules_dep((moddir / "modules.dep").read_text())
+
+    l1 = _base_initramfs("l1init.sh")
+    _busybox_links(l1)
+    _add_modules(l1, moddir, load_order(deps, L1_MODULES))
+    l1.write(out / "l1-initrd.cpio")
+
+    work.mkdir(parents=True, exist_ok=True)
+    _compile_sgpkt(work / "sgpkt")
+    l2 = _base_initramfs("l2init.sh")
+    _busybox_links(l2)
+    l2.add_path("bin/sgpkt", work / "sgpkt", 0o755)
+    _add_modules(l2, moddir, load_order(deps, L2_MODULES))
+    l2.write(out / "l2-initrd.cpio")
+    return guest_sources_digest()
+
+
+def _refresh_initramfs(adir: Path, manifest: dict[str, Any]) -> None:
+    """Rebuild only the initramfs images (guest scripts changed); update the manifest."""
+    work = adir.parent / f".initramfs-{os.getpid()}"
+    try:
+        manifest["initramfs_digest"] = write_initramfs(adir, str(manifest["kver"]), work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for rel in manifest["files"]:
+        manifest["files"][rel] = (adir / rel).stat().st_size
+    tmp = adir / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(adir / "manifest.json")
+
+
 def _validate(adir: Path) -> Assets | None:
     """The assets in ``adir`` if its manifest says complete and every file is there."""
     try:
@@ -445,13 +490,20 @@ def ensure_assets(*, rebuild: bool = False) -> Assets:
     adir = base / pin.kver
     if not rebuild:
         found = _validate(adir)
-        if found is not None:
+        if found is not None and found.manifest.get("initramfs_digest") == guest_sources_digest():
             return found
     with file_lock(base / "build.lock", "another asset build"):
         if not rebuild:
             found = _validate(adir)  # built meanwhile by someone else
             if found is not None:
-                return found
+                if found.manifest.get("initramfs_digest") != guest_sources_digest():
+                    with step(STAGE, "rebuild the test VM initramfs (guest scripts changed)"):
+                        _refresh_initramfs(adir, dict(found.manifest))
+                    refreshed = _validate(adir)
+                    if refreshed is not None:
+                        return refreshed
+                else:
+                    return found
         _check_disk(base, 1500)
         with step(STAGE, f"build test VM assets for {pin.kver}"):
             _build(pin, base, adir)
@@ -519,19 +571,7 @@ def _build_in(pin: KernelPin, debs: dict[str, Path], work: Path) -> None:
     proc.run(["depmod", "-b", str(out / "root"), pin.kver], timeout=120, what="depmod")
     shutil.copy2(next((work / "image/boot").glob("vmlinuz-*")), out / "vmlinuz")
     shutil.copy2(next((work / "image/boot").glob("config-*")), out / "config")
-    deps = parse_modules_dep((moddir / "modules.dep").read_text())
-
-    l1 = _base_initramfs("l1init.sh")
-    _busybox_links(l1)
-    _add_modules(l1, moddir, load_order(deps, L1_MODULES))
-    l1.write(out / "l1-initrd.cpio")
-
-    _compile_sgpkt(work / "sgpkt")
-    l2 = _base_initramfs("l2init.sh")
-    _busybox_links(l2)
-    l2.add_path("bin/sgpkt", work / "sgpkt", 0o755)
-    _add_modules(l2, moddir, load_order(deps, L2_MODULES))
-    l2.write(out / "l2-initrd.cpio")
+    initramfs_digest = write_initramfs(out, pin.kver, work)
 
     files = ["vmlinuz", "l1-initrd.cpio", "l2-initrd.cpio", "config"]
     files += [f"root/lib/modules/{pin.kver}/extra/{m}.ko" for m in OUR_MODULES]
@@ -549,6 +589,7 @@ def _build_in(pin: KernelPin, debs: dict[str, Path], work: Path) -> None:
             "queue max because QEMU 10.0.x forces 1024-entry virtqueues"
         ),
         "l2_append": L2_APPEND,
+        "initramfs_digest": initramfs_digest,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "files": {rel: (out / rel).stat().st_size for rel in files},
     }

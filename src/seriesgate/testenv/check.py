@@ -156,7 +156,11 @@ def check_table(probe: HostProbe) -> list[tuple[str, str, str]]:
         ),
         ("vdpa tool", yn(probe.vdpa_tool), "iproute2's `vdpa` creates devices"),
         ("root", yn(probe.root), "module loading and `vdpa dev add` need root"),
-        ("/dev/kvm", probe.kvm, "host KVM (VM mode runs L1 with TCG and KVM inside L1)"),
+        (
+            "/dev/kvm",
+            probe.kvm,
+            "host KVM; VM mode does not need it (L1 runs on TCG, L2 on KVM inside L1)",
+        ),
         ("memlock limit", probe.memlock, "use_va=0 pins guest RAM: raised to unlimited"),
         ("qemu-system-x86_64", yn(probe.l1_qemu), "Debian's QEMU runs the L1 test VM"),
         ("chosen mode", str(mode), why),
