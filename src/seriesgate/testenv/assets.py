@@ -60,7 +60,7 @@ L1_MODULES = ("netfs", "9pnet", "9pnet_virtio", "9p", "overlay")
 L2_MODULES = ("virtio_net",)
 L2_APPEND = "console=ttyS0 panic=-1 quiet sgagent=ttyS1"
 BUSYBOX = Path("/bin/busybox")
-GUEST_SOURCES = ("l1init.sh", "l2init.sh", "sgpkt.c")
+GUEST_SOURCES = ("l1init.sh", "l2init.sh", "sgagent.sh", "sgpkt.c")
 
 
 @dataclass(frozen=True)
@@ -440,6 +440,7 @@ def write_initramfs(out: Path, kver: str, work: Path) -> str:
     l2 = _base_initramfs("l2init.sh")
     _busybox_links(l2)
     l2.add_path("bin/sgpkt", work / "sgpkt", 0o755)
+    l2.add_file("bin/sgagent.sh", _package_script("sgagent.sh"), 0o755)
     _add_modules(l2, moddir, load_order(deps, L2_MODULES))
     l2.write(out / "l2-initrd.cpio")
     return guest_sources_digest()

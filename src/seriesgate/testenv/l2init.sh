@@ -26,29 +26,10 @@ for word in $(cat /proc/cmdline); do
 done
 tty="/dev/$port"
 
-serve() {
-  stty -F "$tty" raw -echo -echoe -echok -echoctl -echoke 2>/dev/null
-  exec 3<"$tty" 4>"$tty"
-  while read -r verb nonce arg <&3; do
-    case "$verb" in
-      SGPING) echo "SGPONG $nonce" >&4 ;;
-      SGRUN)
-        if echo "$arg" | base64 -d > /sg/cmd 2>/dev/null; then
-          (cd /root 2>/dev/null || cd /; exec sh /sg/cmd) </dev/null >/sg/out 2>&1
-          st=$?
-        else
-          echo "sg-l2: undecodable command" > /sg/out
-          st=126
-        fi
-        { echo "SGBEGIN $nonce"; base64 /sg/out; echo "SGEND $nonce $st"; } >&4
-        ;;
-    esac
-  done
-}
-
 mkdir -p /root
+export HOME=/root
 while true; do
-  ( serve )
+  sh /bin/sgagent.sh "$tty"
   echo "sg-l2: agent loop ended; restarting"
   sleep 1
 done

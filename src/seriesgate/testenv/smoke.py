@@ -1,9 +1,10 @@
 """Smoke check of a test environment, run inside it: ``python -m seriesgate.testenv.smoke``.
 
-Boots one L2 guest on ``-netdev vhost-vdpa`` (device 0) with the QEMU given, sends frames to
-the guest's own MAC (vdpa_sim_net loops them back), and compares the guest's counters with
-the device's ``vdpa dev vstats``. Writes every observation to ``smoke.json`` in the results
-directory and exits 0 only when traffic went round and the counters agree.
+Boots L2 guests on ``-netdev vhost-vdpa`` (guest i on device i) with the QEMU given, sends
+frames to each guest's own MAC (vdpa_sim_net loops them back), and compares the guest's
+counters with the device's ``vdpa dev vstats``. Writes every observation to ``smoke.json``
+in the work directory and exits 0 only when, for every guest, all frames came back and the
+counters agree.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import re
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +31,17 @@ FALLBACK = "falling back on userspace virtio"
 
 
 def l2_command(
-    qemu: str, env: VdpaEnvironment, device: VdpaDevice, workdir: Path, memory_mb: int = 256
+    qemu: str,
+    env: VdpaEnvironment,
+    device: VdpaDevice,
+    workdir: Path,
+    *,
+    kvm: bool,
+    memory_mb: int = 256,
 ) -> tuple[list[str], Path]:
     """The L2 QEMU command line and its agent socket path."""
     sock = workdir / f"{device.name}.agent.sock"
-    accel = ["-accel", "kvm", "-cpu", "host"] if env.l2_kvm else ["-accel", "tcg", "-cpu", "max"]
+    accel = ["-accel", "kvm", "-cpu", "host"] if kvm else ["-accel", "tcg", "-cpu", "max"]
     argv = [
         qemu,
         "-machine",
@@ -65,79 +74,126 @@ def parse_counters(text: str) -> dict[str, int]:
 
 def guest_counters(agent: GuestAgent) -> dict[str, int]:
     cmd = "; ".join(f"echo {c} $(cat /sys/class/net/eth0/statistics/{c})" for c in COUNTERS)
-    result = agent.run(cmd)
-    return parse_counters(result.output)
+    return parse_counters(agent.run(cmd).output)
 
 
 def completed(stats: dict[str, Any]) -> int:
     return int(stats.get("completed_desc", 0))
 
 
-def smoke(qemu: str, workdir: Path, *, frames: int = FRAMES) -> dict[str, Any]:
+@dataclass
+class L2:
+    device: VdpaDevice
+    child: subprocess.Popen[bytes]
+    agent: GuestAgent
+    qemu_log: Path
+    started: float
+
+
+def _launch(
+    qemu: str, env: VdpaEnvironment, device: VdpaDevice, workdir: Path, kvm: bool, stack: ExitStack
+) -> L2:
+    argv, sock = l2_command(qemu, env, device, workdir, kvm=kvm)
+    (workdir / f"{device.name}.argv.json").write_text(json.dumps(argv) + "\n")
+    qemu_log = workdir / f"{device.name}.qemu.log"
+    log = stack.enter_context(open(qemu_log, "w"))
+    child = subprocess.Popen(
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def reap() -> None:
+        proc.kill_group(child)
+        child.wait()
+
+    stack.callback(reap)
+    agent = GuestAgent(sock, log=workdir / f"{device.name}.agent.log")
+    stack.callback(agent.close)
+    return L2(device, child, agent, qemu_log, time.monotonic())
+
+
+def _traffic(env: VdpaEnvironment, guest: L2, frames: int) -> dict[str, Any]:
+    name = guest.device.name
+    agent = guest.agent
+    out: dict[str, Any] = {}
+    out["guest_mac"] = agent.run("cat /sys/class/net/eth0/address").output.strip()
+    out["config"] = env.config(name)
+    before = guest_counters(agent)
+    vs_before = {q: env.vstats(name, q) for q in (0, 1)}
+    sent = agent.run(f"sgpkt send eth0 {frames} 3000", timeout=60)
+    out["sgpkt"] = {"exit_status": sent.exit_status, "output": sent.output.strip()}
+    after = guest_counters(agent)
+    vs_after = {q: env.vstats(name, q) for q in (0, 1)}
+    out["guest_delta"] = {c: after.get(c, 0) - before.get(c, 0) for c in COUNTERS}
+    out["vstats_after"] = {str(q): v for q, v in vs_after.items()}
+    out["vstats_delta"] = {
+        "rx_completed": completed(vs_after[0]) - completed(vs_before[0]),
+        "tx_completed": completed(vs_after[1]) - completed(vs_before[1]),
+    }
+    out["uptime"] = agent.run("cat /proc/uptime").output.split()[0]
+    return out
+
+
+def smoke(
+    qemu: str,
+    workdir: Path,
+    *,
+    frames: int = FRAMES,
+    guests: int = 1,
+    tcg: bool = False,
+    hold: float = 0.0,
+) -> dict[str, Any]:
     """Run the checks; every observation goes into the returned dict (``ok`` last)."""
     env = VdpaEnvironment.from_env()
+    kvm = env.l2_kvm and not tcg
     report: dict[str, Any] = {
         "qemu": qemu,
         "devices": [d.to_json() for d in env.devices],
-        "l2_kvm": env.l2_kvm,
-        "l2_kvm_reason": env.l2_kvm_reason,
+        "l2_kvm": kvm,
+        "l2_kvm_reason": env.l2_kvm_reason if not tcg else "TCG forced (--tcg)",
         "chardevs_exist": all(Path(d.chardev).exists() for d in env.devices),
         "show": env.show(),
+        "guests": [],
     }
-    device = env.devices[0]
-    argv, sock = l2_command(qemu, env, device, workdir)
-    report["l2_argv"] = argv
-    qemu_log = workdir / f"{device.name}.qemu.log"
-    boot_timeout = 60.0 if env.l2_kvm else 300.0
-    with open(qemu_log, "w") as log:
-        child = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        agent = GuestAgent(sock, log=workdir / f"{device.name}.agent.log")
-        try:
-            started = time.monotonic()
-            agent.wait_ready(boot_timeout)
-            report["l2_boot_to_agent_s"] = round(time.monotonic() - started, 2)
-            report["guest_mac"] = agent.run("cat /sys/class/net/eth0/address").output.strip()
-            report["config"] = env.config(device.name)
-            before = guest_counters(agent)
-            vs_before = {q: env.vstats(device.name, q) for q in (0, 1)}
-            sent = agent.run(f"sgpkt send eth0 {frames} 3000", timeout=60)
-            report["sgpkt"] = {"exit_status": sent.exit_status, "output": sent.output.strip()}
-            after = guest_counters(agent)
-            vs_after = {q: env.vstats(device.name, q) for q in (0, 1)}
-            report["guest_delta"] = {c: after.get(c, 0) - before.get(c, 0) for c in COUNTERS}
-            report["vstats_after"] = {str(q): v for q, v in vs_after.items()}
-            report["vstats_delta"] = {
-                "rx_completed": completed(vs_after[0]) - completed(vs_before[0]),
-                "tx_completed": completed(vs_after[1]) - completed(vs_before[1]),
-            }
-            report["uptime"] = agent.run("cat /proc/uptime").output.split()[0]
-        except AgentError as exc:
-            report["agent_error"] = str(exc)
-        finally:
-            agent.close()
-            proc.kill_group(child)
-            child.wait()
-    qemu_text = qemu_log.read_text(errors="replace")
-    report["vhost_fallback"] = FALLBACK in qemu_text
-    report["qemu_log_tail"] = proc.tail(qemu_text, 10)
-    report["ok"] = verdict(report, frames)
+    boot_timeout = 90.0 if kvm else 400.0
+    with ExitStack() as stack:
+        l2s = [_launch(qemu, env, dev, workdir, kvm, stack) for dev in env.devices[:guests]]
+        for guest in l2s:
+            entry: dict[str, Any] = {"device": guest.device.name}
+            report["guests"].append(entry)
+            try:
+                guest.agent.wait_ready(max(1.0, boot_timeout - (time.monotonic() - guest.started)))
+                entry["boot_to_agent_s"] = round(time.monotonic() - guest.started, 2)
+            except AgentError as exc:
+                entry["agent_error"] = str(exc)
+        if hold:
+            time.sleep(hold)  # the bench samples the host's RSS with every guest up
+        for guest, entry in zip(l2s, report["guests"], strict=True):
+            if "agent_error" in entry:
+                continue
+            try:
+                entry.update(_traffic(env, guest, frames))
+            except AgentError as exc:
+                entry["agent_error"] = str(exc)
+    for guest, entry in zip(l2s, report["guests"], strict=True):
+        text = guest.qemu_log.read_text(errors="replace")
+        entry["vhost_fallback"] = FALLBACK in text
+        entry["qemu_log_tail"] = proc.tail(text, 10)
+        entry["ok"] = guest_ok(entry, frames)
+    report["ok"] = bool(report["chardevs_exist"]) and all(g["ok"] for g in report["guests"])
     return report
 
 
-def verdict(report: dict[str, Any], frames: int) -> bool:
-    """Traffic went round and guest counters agree with the device's vstats."""
-    match = re.search(r"sent (\d+) received (\d+)", report.get("sgpkt", {}).get("output", ""))
-    delta = report.get("guest_delta", {})
-    vs = report.get("vstats_delta", {})
+def guest_ok(entry: dict[str, Any], frames: int) -> bool:
+    """Every frame came back, and guest counters agree with the device's vstats."""
+    match = re.search(r"sent (\d+) received (\d+)", entry.get("sgpkt", {}).get("output", ""))
+    delta = entry.get("guest_delta", {})
+    vs = entry.get("vstats_delta", {})
     return bool(
-        report.get("chardevs_exist")
-        and not report.get("vhost_fallback")
+        not entry.get("vhost_fallback")
         and match
         and int(match.group(1)) == frames
         and int(match.group(2)) == frames
@@ -153,14 +209,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qemu", default="/usr/bin/qemu-system-x86_64")
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--frames", type=int, default=FRAMES)
+    parser.add_argument("--guests", type=int, default=1, help="L2 guests (one per device)")
+    parser.add_argument("--tcg", action="store_true", help="L2 with TCG even when KVM works")
+    parser.add_argument("--hold", type=float, default=0.0, help="seconds with all guests up")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    report = smoke(args.qemu, args.workdir, frames=args.frames)
-    (args.workdir / "smoke.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(
-        f"sg-smoke: ok={report['ok']} sgpkt={report.get('sgpkt')} "
-        f"guest={report.get('guest_delta')} vstats={report.get('vstats_delta')}"
+    report = smoke(
+        args.qemu,
+        args.workdir,
+        frames=args.frames,
+        guests=args.guests,
+        tcg=args.tcg,
+        hold=args.hold,
     )
+    (args.workdir / "smoke.json").write_text(json.dumps(report, indent=2) + "\n")
+    for g in report["guests"]:
+        print(
+            f"sg-smoke: {g['device']}: ok={g['ok']} boot={g.get('boot_to_agent_s')} s "
+            f"sgpkt={g.get('sgpkt', {}).get('output')!r} guest={g.get('guest_delta')} "
+            f"vstats={g.get('vstats_delta')} {g.get('agent_error', '')}",
+            flush=True,
+        )
     return 0 if report["ok"] else 1
 
 

@@ -144,6 +144,7 @@ def run_l1(
     )
     argv = l1_command(kernel, initrd, append, console, results, memory_mb)
     with file_lock(testenv_cache() / "l1.lock", "another L1 test VM"):
+        results.mkdir(parents=True, exist_ok=True)
         console.write_text("")
         say(STAGE, f"boot L1 test VM (console: {console})")
         started = time.monotonic()
@@ -155,12 +156,17 @@ def run_l1(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+            timing: dict[str, float] = {}
             try:
-                status = _supervise(child, console, nonce, timeout, echo)
+                status = _supervise(child, console, nonce, timeout, echo, timing)
             finally:
                 proc.kill_group(child)
                 child.wait()
         elapsed = time.monotonic() - started
+        timing["total_s"] = round(elapsed, 2)
+        if status.start_uptime is not None:
+            timing["guest_uptime_at_command_s"] = status.start_uptime
+        (results / "l1-timing.json").write_text(json.dumps(timing, indent=2) + "\n")
     if status.setup_failure is not None:
         raise InfraError(
             f"test VM setup failed: {status.setup_failure}", hint=f"console log: {console}"
@@ -177,16 +183,38 @@ def run_l1(
     return status.exit_status
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """VmHWM (peak resident set) of ``pid`` in MiB, or None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _supervise(
-    child: subprocess.Popen[bytes], console: Path, nonce: str, timeout: float, echo: TextIO | None
+    child: subprocess.Popen[bytes],
+    console: Path,
+    nonce: str,
+    timeout: float,
+    echo: TextIO | None,
+    timing: dict[str, float],
 ) -> ConsoleStatus:
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     echoed = 0
     text = ""
     while True:
         done = child.poll() is not None
+        rss = peak_rss_mb(child.pid) if not done else None
+        if rss is not None:
+            timing["l1_peak_rss_mb"] = round(rss, 1)
         text = console.read_text(errors="replace")
         status = parse_console(text, nonce)
+        if status.started and "boot_to_command_s" not in timing:
+            timing["boot_to_command_s"] = round(time.monotonic() - started, 2)
         if echo is not None and status.started:
             echoed = _echo(text, nonce, echoed, echo)
         if done or status.exit_status is not None:
