@@ -175,6 +175,13 @@ def test_message_id_not_in_mbox(tmp_path: Path) -> None:
         fetch_series_set("nope@example.org", mbox=RFC_V2, workdir=tmp_path)
 
 
+def test_version_not_in_mbox(tmp_path: Path) -> None:
+    with pytest.raises(
+        InputError, match=r"no v1 of <20231128104303.3314000-1-eperezma@redhat.com>"
+    ):
+        fetch_one(Wanted(RFC_COVER, version=1, mbox=RFC_V2), tmp_path / "series" / "x")
+
+
 def test_truncated_mbox(tmp_path: Path) -> None:
     text = RFC_V2.read_text()
     cut = tmp_path / "cut.mbox"

@@ -109,6 +109,12 @@ def run_b4_am(want: Wanted, outdir: Path) -> tuple[Path, Path | None, str]:
             f"b4 could not fetch <{want.message_id}> online: {unreachable.strip()[:160]}",
             hint="check the network, or pass --mbox FILE with a saved thread",
         )
+    if not mbx and want.version is not None and "Unable to find revision" in output:
+        raise InputError(
+            f"no v{want.version} of <{want.message_id}> in "
+            + (f"mbox {want.mbox}" if want.mbox else "its thread"),
+            hint="drop --version, or pass the version the thread holds",
+        )
     if not mbx:
         where = f"mbox {want.mbox}" if want.mbox else "the thread"
         raise InputError(

@@ -210,8 +210,13 @@ def format_table(tree: AppliedTree) -> str:
         if n == 0:
             continue
         r = tree.results[n - 1]
-        if r.verdict in (Verdict.ALREADY_PRESENT, Verdict.CONFLICT) and r.evidence:
-            lines.append(" " * (sum(widths) + 6) + "  " + r.evidence[:160])
+        detail = ""
+        if r.verdict in (Verdict.ALREADY_PRESENT, Verdict.CONFLICT):
+            detail = r.evidence
+        elif r.verdict is Verdict.FUZZ:
+            detail = "; ".join(o for o in r.offsets if "fuzz" in o)
+        if detail:
+            lines.append(" " * (sum(widths) + 6) + "  " + detail[:160])
     counts: dict[str, int] = {}
     for r in tree.results:
         counts[r.label] = counts.get(r.label, 0) + 1
