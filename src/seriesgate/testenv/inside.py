@@ -172,10 +172,14 @@ def create_devices(specs: list[DeviceSpec]) -> list[VdpaDevice]:
 def setup(spec: RunSpec) -> VdpaEnvironment:
     """Everything before the command; returns the environment it wrote to ``env_file``."""
     started = time.monotonic()
+    steps: dict[str, float] = {}
     resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     load_modules(spec)
+    steps["modules_s"] = round(time.monotonic() - started, 3)
     kvm, why = enable_kvm(spec)
+    steps["kvm_s"] = round(time.monotonic() - started - sum(steps.values()), 3)
     devices = create_devices(spec.devices)
+    steps["devices_s"] = round(time.monotonic() - started - sum(steps.values()), 3)
     env = VdpaEnvironment(
         mode=spec.mode,
         kernel_version=spec.kernel_version,
@@ -186,7 +190,7 @@ def setup(spec: RunSpec) -> VdpaEnvironment:
         notes=spec.notes,
     )
     env.write(spec.env_file)
-    timing = {"setup_s": round(time.monotonic() - started, 3), "uptime_s": _uptime()}
+    timing = {"setup_s": round(time.monotonic() - started, 3), **steps, "uptime_s": _uptime()}
     (Path(spec.results_dir) / "testenv-timing.json").write_text(json.dumps(timing) + "\n")
     names = ", ".join(f"{d.name}={d.chardev}" for d in devices)
     kvm_text = "KVM" if kvm else f"TCG ({why})"

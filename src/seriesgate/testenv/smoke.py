@@ -28,6 +28,9 @@ from seriesgate.testenv.model import VdpaDevice
 FRAMES = 200
 COUNTERS = ("tx_packets", "rx_packets", "tx_dropped", "rx_dropped")
 FALLBACK = "falling back on userspace virtio"
+DEBIAN_QEMU = "/usr/bin/qemu-system-x86_64"
+# A QEMU built from source without its blobs finds BIOS and option ROMs in Debian's packages.
+FIRMWARE_DIRS = ("/usr/share/qemu", "/usr/share/seabios")
 
 
 def l2_command(
@@ -42,8 +45,14 @@ def l2_command(
     """The L2 QEMU command line and its agent socket path."""
     sock = workdir / f"{device.name}.agent.sock"
     accel = ["-accel", "kvm", "-cpu", "host"] if kvm else ["-accel", "tcg", "-cpu", "max"]
+    firmware = (
+        []
+        if qemu == DEBIAN_QEMU
+        else [arg for d in FIRMWARE_DIRS if Path(d).is_dir() for arg in ("-L", d)]
+    )
     argv = [
         qemu,
+        *firmware,
         "-machine",
         "q35",
         *accel,
@@ -206,7 +215,7 @@ def guest_ok(entry: dict[str, Any], frames: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--qemu", default="/usr/bin/qemu-system-x86_64")
+    parser.add_argument("--qemu", default=DEBIAN_QEMU)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--frames", type=int, default=FRAMES)
     parser.add_argument("--guests", type=int, default=1, help="L2 guests (one per device)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -27,6 +28,9 @@ from seriesgate.testenv.inside import SETUP_FAILED, RunSpec
 L1_QEMU = "qemu-system-x86_64"
 L1_MEMORY_MB = 1024
 L1_SMP = 2
+# -cpu max under TCG offers svm (nested KVM for L2). $SERIESGATE_L1_CPU overrides it, e.g.
+# "max,-svm" to see the TCG fallback.
+L1_CPU_ENV = "SERIESGATE_L1_CPU"
 CONSOLE_TAIL = 25
 
 
@@ -86,7 +90,7 @@ def l1_command(
         "-accel",
         "tcg,thread=multi,tb-size=256",
         "-cpu",
-        "max",
+        os.environ.get(L1_CPU_ENV, "max"),
         "-smp",
         str(L1_SMP),
         "-m",
