@@ -9,7 +9,8 @@ e.g. bytes echoed before the guest set its tty to raw mode, or replies to stale 
 
     host → guest   SGPING <nonce>
                    SGRUN <nonce> <base64 of the shell command>
-    guest → host   SGPONG <nonce>
+    guest → host   SGREADY            (unsolicited, when the agent loop starts)
+                   SGPONG <nonce>
                    SGBEGIN <nonce>
                    <base64 of the command's stdout+stderr, any number of lines>
                    SGEND <nonce> <exit status>
@@ -35,6 +36,7 @@ from types import TracebackType
 from seriesgate.errors import InfraError
 from seriesgate.testenv.model import GuestImage
 
+READY = "SGREADY"
 PING = "SGPING"
 PONG = "SGPONG"
 RUN = "SGRUN"
@@ -42,7 +44,9 @@ BEGIN = "SGBEGIN"
 END = "SGEND"
 
 AGENT_PORT = "ttyS1"  # the guest's second 16550 UART; the console is ttyS0
-_PING_INTERVAL = 0.5
+# Pings queue up in the serial port while the guest boots and each gets an answer later:
+# ping rarely, and at once when the agent announces itself with SGREADY.
+_PING_INTERVAL = 3.0
 
 
 class AgentError(InfraError):
@@ -71,13 +75,18 @@ class Pong:
 
 
 @dataclass(frozen=True)
+class Ready:
+    """The agent loop (re)started: a good moment to ping."""
+
+
+@dataclass(frozen=True)
 class Result:
     nonce: str
     exit_status: int
     output: bytes
 
 
-Event = Pong | Result
+Event = Ready | Pong | Result
 
 
 def new_nonce() -> str:
@@ -116,6 +125,8 @@ class FrameParser:
 
     def _line(self, line: bytes) -> Event | None:
         words = line.split()
+        if words == [READY.encode()]:
+            return Ready()
         if len(words) == 2 and words[0] == PONG.encode():
             return Pong(words[1].decode("ascii", "replace"))
         if len(words) == 2 and words[0] == BEGIN.encode():
@@ -292,6 +303,8 @@ class GuestAgent:
             for event in self._receive(sock, min(deadline, next_ping)):
                 if isinstance(event, Pong) and event.nonce in sent:
                     return
+                if isinstance(event, Ready):
+                    next_ping = 0.0
 
     def run(self, command: str, timeout: float = 30.0) -> AgentResult:
         """Run ``command`` with the guest's ``sh``; its exit status and combined output."""

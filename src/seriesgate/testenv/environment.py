@@ -103,6 +103,12 @@ class VdpaEnvironment:
         text = vdpa.run_vdpa("dev", "vstats", "show", name, "qidx", str(qidx))
         return vdpa.parse_vstats(text, name)
 
+    def counters(self, name: str) -> dict[str, int]:
+        """The device's datapath counters: rx_packets/rx_bytes/rx_drops/... (queue 0) and
+        tx_packets/tx_bytes/tx_drops/... (queue 1), from vdpa_sim_net's vstats. Counts since
+        the device was created: compare deltas."""
+        return vdpa.datapath_counters(self.vstats(name, 0), self.vstats(name, 1))
+
     def recreate(self, name: str, mac: str | None = None) -> VdpaDevice:
         """Delete and re-add device ``name`` (its QEMU must have quit); optionally a new MAC."""
         old = self.device(name)

@@ -9,6 +9,7 @@ work="${SGAGENT_WORK:-/sg}"
 mkdir -p "$work"
 stty -F "$tty" raw -echo -echoe -echok -echoctl -echoke 2>/dev/null
 exec 3<"$tty" 4>"$tty"
+echo "SGREADY" >&4  # tells a waiting host to ping now
 while read -r verb nonce arg <&3; do
   case "$verb" in
     SGPING) echo "SGPONG $nonce" >&4 ;;

@@ -105,6 +105,21 @@ def parse_vstats(text: str, name: str) -> dict[str, Any]:
     return result
 
 
+def datapath_counters(rx: dict[str, Any], tx: dict[str, Any]) -> dict[str, int]:
+    """vdpa_sim_net's vendor counters of queue 0 (rx) and 1 (tx) as {"rx_packets": N, ...}.
+
+    vdpa_sim_net names them "rx packets", "rx bytes", "rx errors", "rx overruns", "rx drops",
+    "tx packets", "tx bytes", "tx errors", "tx drops" (hardware drivers such as mlx5 report
+    "received_desc"/"completed_desc" instead; those are absent here).
+    """
+    counters: dict[str, int] = {}
+    for stats, prefix in ((rx, "rx "), (tx, "tx ")):
+        for key, value in stats.items():
+            if key.startswith(prefix) and isinstance(value, int):
+                counters[key.replace(" ", "_")] = value
+    return counters
+
+
 def chardev_of(name: str, sysfs: Path = SYSFS_VDPA) -> Path:
     """/dev/vhost-vdpa-N of the vDPA device ``name`` (from its sysfs directory)."""
     entries = sorted(p.name for p in (sysfs / name).glob("vhost-vdpa-*"))
