@@ -17,6 +17,7 @@ stock simulator refuses them (vhost falls back to userspace virtio: a dead vDPA 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -42,7 +43,7 @@ from seriesgate.testenv.initramfs import Initramfs
 from seriesgate.testenv.model import GuestImage
 
 STAGE = "testenv"
-MANIFEST_VERSION = 3  # bump when the asset layout or contents change
+MANIFEST_VERSION = 4  # bump when the asset layout or contents change
 FLAVOUR = "amd64"
 SOURCE_PACKAGE = "linux-source-6.12"
 KERNEL_ENV = "SERIESGATE_TESTENV_KERNEL"  # pin an ABI, e.g. "6.12.117+deb12"
@@ -58,6 +59,9 @@ SOURCE_FILES = (
 )
 L1_MODULES = ("netfs", "9pnet", "9pnet_virtio", "9p", "overlay")
 L2_MODULES = ("virtio_net",)
+# Loaded inside L1 by modprobe: stored decompressed, since the kernel's xz decompression
+# under TCG costs seconds per run (kvm.ko alone is 1.5 MB of xz).
+L1_RUNTIME_MODULES = ("vhost_vdpa", "kvm_amd", "kvm_intel")
 L2_APPEND = "console=ttyS0 panic=-1 quiet sgagent=ttyS1"
 BUSYBOX = Path("/bin/busybox")
 GUEST_SOURCES = ("l1init.sh", "l2init.sh", "sgagent.sh", "sgpkt.c")
@@ -195,6 +199,11 @@ def file_lock(path: Path, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def l1_lock(why: str) -> contextlib.AbstractContextManager[None]:
+    """The lock every L1 run holds: assets are replaced only while no L1 uses them."""
+    return file_lock(testenv_cache() / "l1.lock", why)
 
 
 def _check_disk(path: Path, need_mb: int) -> None:
@@ -450,7 +459,8 @@ def _refresh_initramfs(adir: Path, manifest: dict[str, Any]) -> None:
     """Rebuild only the initramfs images (guest scripts changed); update the manifest."""
     work = adir.parent / f".initramfs-{os.getpid()}"
     try:
-        manifest["initramfs_digest"] = write_initramfs(adir, str(manifest["kver"]), work)
+        with l1_lock("the running L1 test VM to finish before replacing its initramfs"):
+            manifest["initramfs_digest"] = write_initramfs(adir, str(manifest["kver"]), work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for rel in manifest["files"]:
@@ -522,9 +532,10 @@ def _build(pin: KernelPin, base: Path, adir: Path) -> None:
     try:
         _build_in(pin, debs, work)
         old = adir.with_name(adir.name + f".old-{os.getpid()}")
-        if adir.exists():
-            adir.rename(old)
-        (work / "out").rename(adir)
+        with l1_lock("the running L1 test VM to finish before replacing its assets"):
+            if adir.exists():
+                adir.rename(old)
+            (work / "out").rename(adir)
         shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         if exc.errno == 28:  # ENOSPC
@@ -569,6 +580,13 @@ def _build_in(pin: KernelPin, debs: dict[str, Path], work: Path) -> None:
     (moddir / "extra").mkdir(exist_ok=True)
     for ko in kos:
         shutil.copy2(ko, moddir / "extra" / ko.name)
+    proc.run(["depmod", "-b", str(out / "root"), pin.kver], timeout=120, what="depmod")
+    deps = parse_modules_dep((moddir / "modules.dep").read_text())
+    for rel in load_order(deps, L1_RUNTIME_MODULES):
+        if rel.endswith(".xz"):
+            packed = moddir / rel
+            packed.with_suffix("").write_bytes(lzma.decompress(packed.read_bytes()))
+            packed.unlink()
     proc.run(["depmod", "-b", str(out / "root"), pin.kver], timeout=120, what="depmod")
     shutil.copy2(next((work / "image/boot").glob("vmlinuz-*")), out / "vmlinuz")
     shutil.copy2(next((work / "image/boot").glob("config-*")), out / "config")

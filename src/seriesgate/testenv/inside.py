@@ -116,16 +116,43 @@ def load_modules(spec: RunSpec) -> None:
             )
 
 
-def enable_kvm(spec: RunSpec) -> tuple[bool, str]:
-    """Whether L2 can use KVM here; loads kvm_amd/kvm_intel when the CPU offers svm/vmx."""
-    if not Path("/dev/kvm").exists():
-        flags = _cpu_flags()
-        module = "kvm_amd" if "svm" in flags else "kvm_intel" if "vmx" in flags else None
-        if module is None:
-            return False, "the CPU offers neither svm nor vmx: L2 runs with TCG"
-        result = _modprobe(spec, module)
-        if result.returncode != 0:
-            return False, f"modprobe {module} failed: {result.stderr.strip()[:120]}; L2 uses TCG"
+@dataclass
+class KvmLoader:
+    """A running ``modprobe kvm_amd`` (or why none was started)."""
+
+    module: str | None
+    child: subprocess.Popen[str] | None
+    reason: str = ""
+
+
+def start_kvm_module(spec: RunSpec) -> KvmLoader:
+    """Start loading kvm_amd/kvm_intel when the CPU offers svm/vmx and /dev/kvm is missing."""
+    if Path("/dev/kvm").exists():
+        return KvmLoader(None, None)
+    flags = _cpu_flags()
+    module = "kvm_amd" if "svm" in flags else "kvm_intel" if "vmx" in flags else None
+    if module is None:
+        return KvmLoader(None, None, "the CPU offers neither svm nor vmx: L2 runs with TCG")
+    argv = ["modprobe", *(["-d", spec.modules_root] if spec.modules_root else []), module]
+    child = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    return KvmLoader(module, child)
+
+
+def finish_kvm(loader: KvmLoader) -> tuple[bool, str]:
+    """Whether L2 can use KVM here (after the loader finished), and why not."""
+    if loader.reason:
+        return False, loader.reason
+    if loader.child is not None:
+        try:
+            out, _ = loader.child.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill_group(loader.child)
+            loader.child.wait()
+            return False, f"modprobe {loader.module} hung: L2 runs with TCG"
+        if loader.child.returncode != 0:
+            return False, f"modprobe {loader.module} failed: {out.strip()[:120]}; L2 uses TCG"
     try:
         fd = os.open("/dev/kvm", os.O_RDWR)
     except OSError as exc:
@@ -174,12 +201,13 @@ def setup(spec: RunSpec) -> VdpaEnvironment:
     started = time.monotonic()
     steps: dict[str, float] = {}
     resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    kvm_loader = start_kvm_module(spec)  # in parallel with the vDPA modules and devices
     load_modules(spec)
     steps["modules_s"] = round(time.monotonic() - started, 3)
-    kvm, why = enable_kvm(spec)
-    steps["kvm_s"] = round(time.monotonic() - started - sum(steps.values()), 3)
     devices = create_devices(spec.devices)
     steps["devices_s"] = round(time.monotonic() - started - sum(steps.values()), 3)
+    kvm, why = finish_kvm(kvm_loader)
+    steps["kvm_wait_s"] = round(time.monotonic() - started - sum(steps.values()), 3)
     env = VdpaEnvironment(
         mode=spec.mode,
         kernel_version=spec.kernel_version,

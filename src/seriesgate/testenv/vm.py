@@ -22,7 +22,7 @@ from typing import TextIO
 from seriesgate import proc
 from seriesgate.errors import InfraError
 from seriesgate.progress import say
-from seriesgate.testenv.assets import STAGE, file_lock, testenv_cache
+from seriesgate.testenv.assets import STAGE, l1_lock
 from seriesgate.testenv.inside import SETUP_FAILED, RunSpec
 
 L1_QEMU = "qemu-system-x86_64"
@@ -147,7 +147,7 @@ def run_l1(
         + base64.b64encode(conf.encode()).decode()
     )
     argv = l1_command(kernel, initrd, append, console, results, memory_mb)
-    with file_lock(testenv_cache() / "l1.lock", "another L1 test VM"):
+    with l1_lock("another L1 test VM"):
         results.mkdir(parents=True, exist_ok=True)
         console.write_text("")
         say(STAGE, f"boot L1 test VM (console: {console})")
