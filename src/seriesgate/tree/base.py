@@ -265,19 +265,25 @@ def debian_base(spec: BaseSpec) -> BaseTree:
     _download(spec.package, suite, files, downloads)
     key = slug_key(f"debian-{spec.package}-{files.version}")
     source = paths.cache_dir() / "base" / key
-    if not (source / ".seriesgate-unpacked").exists():
-        tmp = source.with_name(source.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        with progress.step("tree", f"unpack {files.dsc} (dpkg-source -x)"):
-            run(
-                ["dpkg-source", "-x", str(downloads / files.dsc), str(tmp)],
-                timeout=APT_TIMEOUT,
-                what="dpkg-source -x",
-            )
-        (tmp / ".seriesgate-unpacked").write_text(f"{files.dsc}\n")
-        shutil.rmtree(source, ignore_errors=True)
-        tmp.rename(source)
+    # The "complete" marker sits beside the tree, not in it: the base must be the package only.
+    marker = source.with_name(source.name + ".unpacked")
+    if not marker.exists():
+        # dpkg-source also drops the orig tarball next to its target: use a scratch parent.
+        scratch = source.with_name(f".unpack-{source.name}-{os.getpid()}")
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        try:
+            with progress.step("tree", f"unpack {files.dsc} (dpkg-source -x)"):
+                run(
+                    ["dpkg-source", "-x", str(downloads / files.dsc), str(scratch / "src")],
+                    timeout=APT_TIMEOUT,
+                    what="dpkg-source -x",
+                )
+            shutil.rmtree(source, ignore_errors=True)
+            (scratch / "src").rename(source)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        marker.write_text(f"{files.dsc}\n")
     return BaseTree(spec=spec.spec, version=files.version, source_dir=source)
 
 
