@@ -27,6 +27,7 @@ from seriesgate.series.mail import (
     read_cover,
     slugify,
     split_am_mbox,
+    split_subject,
 )
 from seriesgate.series.manifest import (
     Manifest,
@@ -35,7 +36,7 @@ from seriesgate.series.manifest import (
     find_manifest,
     normalize_msgid,
 )
-from seriesgate.series.model import Series, SeriesSet
+from seriesgate.series.model import Patch, Series, SeriesSet
 
 # Offline, b4 reads the mbox and never waits on the network (--offline-mode).
 # Online, a whole thread download should take seconds; give up after this.
@@ -161,17 +162,14 @@ def fetch_one(want: Wanted, series_dir: Path) -> Series:
         # No cover letter (e.g. a pull's patches without its cover): keep the id asked for.
         subject, author, cover_id, body = first.subject, first.author, want.message_id, ""
     # Based-on: lines normally sit in the cover; without one, in the first patch's notes.
-    text = body if cover is not None else patches[0].mbox.read_text("utf-8", "replace")  # type: ignore[union-attr]
+    text = body if cover is not None else (tmp / "patches").joinpath(_file(patches[0])).read_text()
     deps = [*want.declared, *[d for d in based_on(text) if d not in want.declared]]
     name = want.name or slugify(f"v{version}-{subject}", 50)
     final = series_dir.parent / name
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-    patches = [
-        dataclasses.replace(p, mbox=final / "patches" / p.mbox.name)  # type: ignore[union-attr]
-        for p in patches
-    ]
+    patches = [dataclasses.replace(p, mbox=final / "patches" / _file(p)) for p in patches]
     return Series(
         name=name,
         message_id=cover_id or want.message_id,
@@ -186,9 +184,13 @@ def fetch_one(want: Wanted, series_dir: Path) -> Series:
     )
 
 
-def _version_from(mbx: Path) -> int:
-    from seriesgate.series.mail import split_subject
+def _file(patch: Patch) -> str:
+    """The file name of a patch's own am-ready mail (split_am_mbox always writes one)."""
+    assert patch.mbox is not None
+    return patch.mbox.name
 
+
+def _version_from(mbx: Path) -> int:
     for line in mbx.read_text("utf-8", "replace").splitlines():
         if line.startswith("Subject:"):
             return split_subject(line[len("Subject:") :]).version
