@@ -201,6 +201,7 @@ def test_rerun_starts_again_from_the_pristine_base(tmp_path: Path) -> None:
     second = prepare_tree(series_of(mail), base_spec=spec, workdir=tmp_path / "o2")
     assert first.repo == second.repo and first.base_commit == second.base_commit
     assert second.results[0].verdict is Verdict.CLEAN  # not "already-present" from run 1
+    assert first.series_commit == second.series_commit  # reproducible commit ids
     assert sh_git(second.repo, "rev-list", "--count", "HEAD") == "2"
 
 

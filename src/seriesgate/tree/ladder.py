@@ -85,7 +85,8 @@ def _try_am(repo: Path, patch: Path, *, three_way: bool) -> tuple[bool, str]:
         check = run(["git", "-C", str(repo), "apply", "--check", str(patch)], check=False)
         if check.returncode != 0:
             return False, f"git am: {_first_error(check.stderr) or 'does not apply'}"
-    args = ["am", "-q", "--no-gpg-sign", "--keep-cr"]
+    # Committer date = author date: the same patches on the same base give the same commit ids.
+    args = ["am", "-q", "--no-gpg-sign", "--keep-cr", "--committer-date-is-author-date"]
     args += ["--3way"] if three_way else ["--no-3way"]
     result = run(["git", "-C", str(repo), *args, str(patch)], env=COMMITTER, check=False)
     if result.returncode != 0:
@@ -120,7 +121,7 @@ def _commit_as_posted(repo: Path, patch: Path, files: list[FileDiff], is_mail: b
         env["GIT_AUTHOR_NAME"] = fields.get("Author") or "seriesgate"
         env["GIT_AUTHOR_EMAIL"] = fields.get("Email") or "seriesgate@localhost"
         if fields.get("Date"):
-            env["GIT_AUTHOR_DATE"] = fields["Date"]
+            env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = fields["Date"]
         touched = sorted({p for f in files for p in (f.old_path, f.new_path) if p})
         run(["git", "-C", str(repo), "add", "-A", "-f", "--", *touched], what="git add")
         run(
