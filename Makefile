@@ -9,7 +9,7 @@ SHELL   := /bin/bash
 # The machine's pip config names local indexes that may be absent; keep only real messages.
 PIPQUIET := 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 
-.PHONY: all setup venv run check check-unit check-functional lint bench bench-build bench-testenv clean
+.PHONY: all setup venv run check check-unit check-functional lint bench bench-apply bench-build bench-testenv clean
 
 all: check
 
@@ -50,6 +50,9 @@ check-functional: venv
 
 bench: venv
 	$(BIN)/seriesgate bench $(ARGS)
+
+bench-apply: venv
+	$(BIN)/python ci/bench_apply.py
 
 bench-build: venv
 	$(BIN)/python ci/bench_build.py
