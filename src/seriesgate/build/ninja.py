@@ -21,6 +21,7 @@ from seriesgate.proc import kill_group
 
 PROGRESS_STEP = 0.10  # report every 10 % ...
 PROGRESS_INTERVAL = 30.0  # ... or every 30 s, whichever comes first
+SMALL_BUILD = 100  # fewer edges than this: only the 30 s heartbeat, no percentages
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ def run_logged(
                 edges, total = counts
                 now = time.monotonic()
                 fraction = edges / total if total else 1.0
-                if fraction >= next_fraction or now - last_say >= PROGRESS_INTERVAL:
+                due = fraction >= next_fraction and total >= SMALL_BUILD
+                if due or now - last_say >= PROGRESS_INTERVAL:
                     progress.say(
                         "build",
                         f"{label}: [{edges}/{total}] {fraction:4.0%} ({now - start:.0f} s)",
