@@ -43,7 +43,7 @@ from seriesgate.testenv.initramfs import Initramfs
 from seriesgate.testenv.model import GuestImage
 
 STAGE = "testenv"
-MANIFEST_VERSION = 4  # bump when the asset layout or contents change
+MANIFEST_VERSION = 5  # bump when the asset layout or contents change
 FLAVOUR = "amd64"
 SOURCE_PACKAGE = "linux-source-6.12"
 KERNEL_ENV = "SERIESGATE_TESTENV_KERNEL"  # pin an ABI, e.g. "6.12.117+deb12"
@@ -62,6 +62,7 @@ L2_MODULES = ("virtio_net",)
 # Loaded inside L1 by modprobe: stored decompressed, since the kernel's xz decompression
 # under TCG costs seconds per run (kvm.ko alone is 1.5 MB of xz).
 L1_RUNTIME_MODULES = ("vhost_vdpa", "kvm_amd", "kvm_intel")
+L1_VDPA_MODULES = ("vhost_vdpa", "vdpa_sim_net")  # vdpa_sim and vringh come as dependencies
 L2_APPEND = "console=ttyS0 panic=-1 quiet sgagent=ttyS1"
 BUSYBOX = Path("/bin/busybox")
 GUEST_SOURCES = ("l1init.sh", "l2init.sh", "sgagent.sh", "sgpkt.c")
@@ -398,7 +399,9 @@ def _base_initramfs(init_script: str) -> Initramfs:
     return img
 
 
-def _add_modules(img: Initramfs, mod_dir: Path, order: list[str]) -> None:
+def _add_modules(
+    img: Initramfs, mod_dir: Path, order: list[str], list_name: str = "load-order"
+) -> None:
     """Decompressed copies (busybox insmod cannot read .ko.xz) plus their load order."""
     names = []
     for rel in order:
@@ -408,7 +411,7 @@ def _add_modules(img: Initramfs, mod_dir: Path, order: list[str]) -> None:
         name = f"{module_name(rel)}.ko"
         img.add_file(f"lib/modules/{name}", data)
         names.append(name)
-    img.add_file("lib/modules/load-order", ("\n".join(names) + "\n").encode())
+    img.add_file(f"lib/modules/{list_name}", ("\n".join(names) + "\n").encode())
 
 
 def _busybox_links(img: Initramfs) -> None:
@@ -442,6 +445,11 @@ def write_initramfs(out: Path, kver: str, work: Path) -> str:
     l1 = _base_initramfs("l1init.sh")
     _busybox_links(l1)
     _add_modules(l1, moddir, load_order(deps, L1_MODULES))
+    # The test device and KVM, insmod'ed by the L1 init itself: modprobe over 9p under TCG
+    # took seconds (index files, exec of kmod), busybox insmod from RAM does not.
+    _add_modules(l1, moddir, load_order(deps, L1_VDPA_MODULES), "vdpa-order")
+    _add_modules(l1, moddir, load_order(deps, ["kvm_amd"]), "kvm-amd-order")
+    _add_modules(l1, moddir, load_order(deps, ["kvm_intel"]), "kvm-intel-order")
     l1.write(out / "l1-initrd.cpio")
 
     work.mkdir(parents=True, exist_ok=True)
@@ -579,7 +587,8 @@ def _build_in(pin: KernelPin, debs: dict[str, Path], work: Path) -> None:
     (work / "image/lib/modules" / pin.kver).rename(moddir)
     (moddir / "extra").mkdir(exist_ok=True)
     for ko in kos:
-        shutil.copy2(ko, moddir / "extra" / ko.name)
+        # Debian's own modules carry no debug info; ours would be 10x bigger with it.
+        proc.run(["strip", "--strip-debug", "-o", str(moddir / "extra" / ko.name), str(ko)])
     proc.run(["depmod", "-b", str(out / "root"), pin.kver], timeout=120, what="depmod")
     deps = parse_modules_dep((moddir / "modules.dep").read_text())
     for rel in load_order(deps, L1_RUNTIME_MODULES):

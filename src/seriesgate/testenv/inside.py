@@ -107,6 +107,8 @@ def load_modules(spec: RunSpec) -> None:
                 f"vdpa_sim is loaded with use_va={current}, the run needs use_va={use_va}",
                 hint="remove the vdpa_sim_net and vdpa_sim modules first",
             )
+    if all(Path("/sys/module", m).is_dir() for m in ("vhost_vdpa", "vdpa_sim_net")):
+        return  # the L1 init loaded them (VM mode), or they were there already
     for args in (("vdpa_sim", f"use_va={use_va}"), ("-a", "vhost_vdpa", "vdpa_sim_net")):
         result = _modprobe(spec, *args)
         if result.returncode != 0:

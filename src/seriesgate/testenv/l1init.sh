@@ -18,11 +18,27 @@ for word in $(cat /proc/cmdline); do
   case "$word" in sgl1=*) echo "${word#sgl1=}" | base64 -d > /sg.conf ;; esac
 done
 [ -s /sg.conf ] || fail "no sgl1= parameter on the kernel command line"
-{ read -r nonce; read -r results; read -r python; read -r spec; } < /sg.conf
+{ read -r nonce; read -r results; read -r python; read -r spec; read -r use_va; } < /sg.conf
 
 while read -r ko; do
   insmod "/lib/modules/$ko" || fail "insmod $ko"
 done < /lib/modules/load-order
+
+# The test device: vhost_vdpa, vdpa_sim (use_va from the run spec), vdpa_sim_net.
+while read -r ko; do
+  case "$ko" in
+    vdpa_sim.ko) err=$(insmod "/lib/modules/$ko" "use_va=${use_va:-0}" 2>&1) ;;
+    *) err=$(insmod "/lib/modules/$ko" 2>&1) ;;
+  esac || fail "modules refused: insmod $ko: $err"
+done < /lib/modules/vdpa-order
+# KVM for L2, in the background while the file systems are mounted.
+kvm_order=
+grep -qw svm /proc/cpuinfo && kvm_order=/lib/modules/kvm-amd-order
+grep -qw vmx /proc/cpuinfo && kvm_order=/lib/modules/kvm-intel-order
+if [ -n "$kvm_order" ]; then
+  (while read -r ko; do insmod "/lib/modules/$ko" || break; done < $kvm_order) >/kvm.log 2>&1 &
+  kvm_loader=$!
+fi
 
 r=/newroot
 mkdir -p $r /ov
@@ -46,6 +62,8 @@ mount -t tmpfs tmpfs $r/dev/shm
 mount -t 9p -o "$opts,cache=none" results "$r$results" || fail "mount results dir $results"
 mount -t tracefs tracefs $r/sys/kernel/tracing 2>/dev/null
 
+[ -n "${kvm_loader:-}" ] && wait "$kvm_loader"
+[ -s /kvm.log ] && sed 's/^/sg-l1: kvm: /' /kvm.log
 echo "SGL1-START $nonce $(cut -d' ' -f1 /proc/uptime)"
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
   PYTHONDONTWRITEBYTECODE=1 chroot $r "$python" -m seriesgate.testenv.inside "$spec"

@@ -141,7 +141,8 @@ def run_l1(
     console = results / "l1-console.log"
     qemu_log = results / "l1-qemu.log"
     nonce = secrets.token_hex(6)
-    conf = "\n".join([nonce, str(results), sys.executable, str(spec_file)]) + "\n"
+    use_va = "1" if spec.use_va else "0"
+    conf = "\n".join([nonce, str(results), sys.executable, str(spec_file), use_va]) + "\n"
     append = (
         "console=ttyS0 panic=-1 quiet mitigations=off sgl1="
         + base64.b64encode(conf.encode()).decode()
