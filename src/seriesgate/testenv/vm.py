@@ -34,42 +34,69 @@ L1_CPU_ENV = "SERIESGATE_L1_CPU"
 CONSOLE_TAIL = 25
 
 
-@dataclass(frozen=True)
+@dataclass
 class ConsoleStatus:
     """What the L1 console says so far."""
 
-    started: bool  # SGL1-START seen: the command is about to run
-    exit_status: int | None  # from SGL1-EXIT
-    setup_failure: str | None  # the SGL1-SETUP-FAILED reason, if any
-    start_uptime: float | None  # L1 uptime (s) when the command started
+    started: bool = False  # SGL1-START seen: the command is about to run
+    exit_status: int | None = None  # from SGL1-EXIT
+    setup_failure: str | None = None  # the SGL1-SETUP-FAILED / init FAILED reason, if any
+    start_uptime: float | None = None  # L1 uptime (s) when the command started
+
+
+class ConsoleWatcher:
+    """Reads the L1 console incrementally (the log may grow to megabytes) for this run's
+    markers, optionally echoing the command's lines (between START and EXIT)."""
+
+    def __init__(self, nonce: str, echo: TextIO | None = None) -> None:
+        self.nonce = nonce
+        self.echo = echo
+        self.status = ConsoleStatus()
+        self._partial = ""
+        self._tail: list[str] = []
+
+    def feed(self, text: str) -> ConsoleStatus:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._line(line.rstrip("\r"))
+        if self.echo is not None:
+            self.echo.flush()
+        return self.status
+
+    def tail(self) -> str:
+        return "\n".join([*self._tail, self._partial][-CONSOLE_TAIL:])
+
+    def _line(self, line: str) -> None:
+        self._tail = [*self._tail[-CONSOLE_TAIL:], line]
+        st = self.status
+        words = line.split()
+        if len(words) >= 2 and words[0] == "SGL1-START" and words[1] == self.nonce:
+            st.started = True
+            if len(words) >= 3:
+                try:
+                    st.start_uptime = float(words[2])
+                except ValueError:
+                    pass
+            return
+        if len(words) == 3 and words[0] == "SGL1-EXIT" and words[1] == self.nonce:
+            try:
+                st.exit_status = int(words[2])
+            except ValueError:
+                pass
+            return
+        for marker in (SETUP_FAILED, "sg-l1: FAILED:"):
+            if line.startswith(marker) and st.setup_failure is None:
+                st.setup_failure = line[len(marker) :].strip()
+        if self.echo is not None and st.started and st.exit_status is None:
+            self.echo.write(line + "\n")
 
 
 def parse_console(text: str, nonce: str) -> ConsoleStatus:
     """Find this run's markers in the L1 console text (other nonces are ignored)."""
-    started = False
-    status: int | None = None
-    failure: str | None = None
-    uptime: float | None = None
-    for line in text.splitlines():
-        line = line.strip("\r")
-        words = line.split()
-        if len(words) >= 2 and words[0] == "SGL1-START" and words[1] == nonce:
-            started = True
-            if len(words) >= 3:
-                try:
-                    uptime = float(words[2])
-                except ValueError:
-                    pass
-        elif len(words) == 3 and words[0] == "SGL1-EXIT" and words[1] == nonce:
-            try:
-                status = int(words[2])
-            except ValueError:
-                pass
-        elif line.startswith(SETUP_FAILED) and failure is None:
-            failure = line[len(SETUP_FAILED) :].strip()
-        elif line.startswith("sg-l1: FAILED:") and failure is None:
-            failure = line[len("sg-l1: FAILED:") :].strip()
-    return ConsoleStatus(started, status, failure, uptime)
+    watcher = ConsoleWatcher(nonce)
+    watcher.feed(text if text.endswith("\n") else text + "\n")
+    return watcher.status
 
 
 def l1_command(
@@ -209,50 +236,29 @@ def _supervise(
 ) -> ConsoleStatus:
     started = time.monotonic()
     deadline = started + timeout
-    echoed = 0
-    text = ""
-    while True:
-        done = child.poll() is not None
-        rss = peak_rss_mb(child.pid) if not done else None
-        if rss is not None:
-            timing["l1_peak_rss_mb"] = round(rss, 1)
-        text = console.read_text(errors="replace")
-        status = parse_console(text, nonce)
-        if status.started and "boot_to_command_s" not in timing:
-            timing["boot_to_command_s"] = round(time.monotonic() - started, 2)
-        if echo is not None and status.started:
-            echoed = _echo(text, nonce, echoed, echo)
-        if done or status.exit_status is not None:
-            # After SGL1-EXIT the guest only powers off: give it a moment, then move on.
-            if not done:
-                try:
-                    child.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
-            return status
-        if time.monotonic() > deadline:
-            proc.kill_group(child)
-            raise InfraError(
-                f"L1 test VM timed out after {timeout:.0f} s and was killed; console tail:\n"
-                + proc.tail(text, CONSOLE_TAIL),
-                hint=f"console log: {console}",
-            )
-        time.sleep(0.05)
-
-
-def _echo(text: str, nonce: str, done_lines: int, out: TextIO) -> int:
-    """Write the console lines after SGL1-START not yet echoed; return how many are done."""
-    lines = text.split("\n")
-    complete = lines[:-1]  # the last piece may be a partial line
-    start = next(
-        (i + 1 for i, ln in enumerate(complete) if ln.startswith(f"SGL1-START {nonce}")), None
-    )
-    if start is None:
-        return done_lines
-    first = max(start, done_lines)
-    for line in complete[first:]:
-        if line.startswith(f"SGL1-EXIT {nonce}"):
-            break
-        out.write(line.rstrip("\r") + "\n")
-    out.flush()
-    return len(complete)
+    watcher = ConsoleWatcher(nonce, echo)
+    with open(console, errors="replace") as reader:
+        while True:
+            done = child.poll() is not None
+            rss = peak_rss_mb(child.pid) if not done else None
+            if rss is not None:
+                timing["l1_peak_rss_mb"] = round(rss, 1)
+            status = watcher.feed(reader.read())
+            if status.started and "boot_to_command_s" not in timing:
+                timing["boot_to_command_s"] = round(time.monotonic() - started, 2)
+            if done or status.exit_status is not None:
+                # After SGL1-EXIT the guest only powers off: give it a moment, then move on.
+                if not done:
+                    try:
+                        child.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        pass
+                return watcher.feed(reader.read() + "\n")
+            if time.monotonic() > deadline:
+                proc.kill_group(child)
+                raise InfraError(
+                    f"L1 test VM timed out after {timeout:.0f} s and was killed; console tail:\n"
+                    + watcher.tail(),
+                    hint=f"console log: {console}",
+                )
+            time.sleep(0.05)
