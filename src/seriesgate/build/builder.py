@@ -267,7 +267,7 @@ class Builder:
             returncode, wall, edges = self.dir.ninja(log, plan.name)
         except KeyboardInterrupt:
             raise BuildInterrupted(
-                f"build of {what} interrupted (Ctrl-C)",
+                f"build of {what} interrupted (Ctrl-C or SIGTERM)",
                 hint=f"nothing was stored; the next run resumes in {self.dir.build}",
             ) from None
         text = log.read_text(errors="replace")
@@ -387,6 +387,7 @@ def build_all(
             },
         )
 
+    snapshot(False)  # a build.json exists from the start, even if the first build is cut short
     with builder.dir.locked():
         for plan in plans:
             same = next((b for b in done.values() if hashes[b.commit] == hashes[plan.commit]), None)

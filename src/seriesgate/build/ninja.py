@@ -9,9 +9,12 @@ process group, killed on Ctrl-C, so an interrupted build leaves nothing running
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,27 @@ from seriesgate.proc import kill_group
 PROGRESS_STEP = 0.10  # report every 10 % ...
 PROGRESS_INTERVAL = 30.0  # ... or every 30 s, whichever comes first
 SMALL_BUILD = 100  # fewer edges than this: only the 30 s heartbeat, no percentages
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Treat SIGTERM (a CI timeout, ``kill``) like Ctrl-C while a build runs.
+
+    The build runs in its own process group (so a terminal's Ctrl-C reaches only
+    us); without this, SIGTERM would end Python and leave ninja compiling.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass(frozen=True)
@@ -46,7 +70,7 @@ def run_logged(
     next_fraction = PROGRESS_STEP
     edges = 0
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a", encoding="utf-8", errors="replace") as out:
+    with sigterm_interrupts(), log.open("a", encoding="utf-8", errors="replace") as out:
         out.write(f"$ {' '.join(args)}\n")
         out.flush()
         proc = subprocess.Popen(
