@@ -115,11 +115,21 @@ class MigrationBase(VdpaTest):
                   "</dev/null >/dev/null 2>&1 &")  # fmt: skip
 
     def stream_gap_ms(self, guest: Guest) -> float | None:
-        """Largest gap between frames the guest got back (guest clock: the datapath pause)."""
+        """Stop the stream; the largest gap between frames the guest got back (guest clock).
+
+        The stream must stop before counters are compared: frames in flight would race the
+        guest's and the device's counters.
+        """
+        guest.run("kill $(pidof sgpkt) 2>/dev/null; sleep 0.2; true")
         out = guest.run(f"cat {STREAM}", timeout=60).output
         stamps = [int(ln.split()[2]) / 1e9 for ln in out.splitlines() if len(ln.split()) == 3]
         gap = largest_gap(stamps)
         return None if gap is None else round((gap[1] - gap[0]) * 1000, 3)
+
+    def traffic(self, guest: Guest, *, label: str) -> dict[str, int]:
+        """Stop the background stream (it would race the counters), then check traffic."""
+        guest.run("kill $(pidof sgpkt) 2>/dev/null; sleep 0.2; true")
+        return self.check_traffic(guest, label=label)
 
     def run_migration(
         self, src: Guest, dst: Guest, *, timeout: float = 120.0, **kw: Any
@@ -172,7 +182,7 @@ class MigrationCorrectness(MigrationBase):
         if src_mac != NEW_MAC:
             self.fail(f"CVQ MAC change did not reach {dev_a.name} before migration: {src_mac}")
         src.device = dev_a = replace(dev_a, mac=NEW_MAC)
-        self.check_traffic(src, label="before_migration")
+        self.traffic(src, label="before_migration")
         self.start_stream(src)
         dst = self.start("destination", dev_b, self.spec(), incoming=True)
         rec = self.run_migration(src, dst)
@@ -193,8 +203,8 @@ class MigrationCorrectness(MigrationBase):
         if dst_mac != NEW_MAC:
             self.fail(f"destination device {dev_b.name} MAC is {dst_mac}; the guest set "
                       f"{NEW_MAC} via CVQ before migration")  # fmt: skip
-        self.check_traffic(dst, label="after_migration")
         self.measurements["guest_datapath_gap_ms"] = self.stream_gap_ms(dst)
+        self.traffic(dst, label="after_migration")
 
 
 class MigrationPingPong(MigrationBase):
@@ -212,7 +222,7 @@ class MigrationPingPong(MigrationBase):
             self.start_stream(here)
             rec = self.run_migration(here, there)
             self.assert_completed(rec, here, there)
-            traffic = self.check_traffic(there, label=f"after_hop{hop}")
+            traffic = self.traffic(there, label=f"after_hop{hop}")
             hops.append({**rec.summary(), "rx": traffic["guest_rx_packets"]})
             self.stop(here)
             here = there
@@ -236,7 +246,7 @@ class MigrationSvqDestination(MigrationBase):
         if len(identity) == len(tl.maps):
             self.fail(f"x-svq=on destination mapped all {len(tl.maps)} guest regions at "
                       f"GPA = IOVA: the iova tree is not in use")  # fmt: skip
-        self.check_traffic(dst, label="after_migration")
+        self.traffic(dst, label="after_migration")
         return out
 
     def test_svq_destination_only(self) -> None:
@@ -255,8 +265,8 @@ class MigrationMapOrdering(MigrationBase):
         tl = rec.timeline()
         self.measurements.update(rec.summary())
         self.measurements.update(tl.summary())
-        self.check_traffic(dst, label="after_migration")
         self.measurements["guest_datapath_gap_ms"] = self.stream_gap_ms(dst)
+        self.traffic(dst, label="after_migration")
         verdict = check_map_at_load_setup(tl)
         self.measurements["claim_reasons"] = list(verdict.reasons)
         if not verdict.holds:
@@ -273,7 +283,7 @@ class MigrationMapOrdering(MigrationBase):
         tl = rec.timeline()
         self.measurements.update({"guest_mem_mb": self.large_mem, **rec.summary()})
         self.measurements.update(tl.summary())
-        self.check_traffic(dst, label="after_migration")
+        self.traffic(dst, label="after_migration")
         verdict = check_map_at_load_setup(tl, allow_overrun=True)
         self.measurements["claim_reasons"] = list(verdict.reasons)
         if not verdict.holds:
@@ -331,7 +341,7 @@ class MigrationCancel(MigrationBase):
         if state != "running":
             self.fail(f"source {state!r} after cancel, want running")
         src.run("kill $(pidof dd) 2>/dev/null; rm -f /dev/shm/x; true")
-        self.check_traffic(src, label="source_after_cancel")
+        self.traffic(src, label="source_after_cancel")
         # The destination exits (the incoming side fails) or stays with every map undone.
         deadline = time.monotonic() + 20
         while dst.machine.is_running() and time.monotonic() < deadline:
@@ -353,7 +363,7 @@ class MigrationCancel(MigrationBase):
         rec2 = self.run_migration(src, dst2)
         self.assert_completed(rec2, src, dst2)
         self.measurements["second"] = rec2.summary()
-        self.check_traffic(dst2, label="after_second_migration")
+        self.traffic(dst2, label="after_second_migration")
 
 
 class MigrationDestinationFaults(MigrationBase):
@@ -370,7 +380,7 @@ class MigrationDestinationFaults(MigrationBase):
         except QemuFailure as exc:
             # Refusing to start at all is a clean, immediate failure; quote it.
             out = {"destination": "refused to start", "error": str(exc).splitlines()[0]}
-            self.check_traffic(src, label="source_after_refusal")
+            self.traffic(src, label="source_after_refusal")
             return out
         t0 = time.monotonic()
         try:
@@ -386,12 +396,12 @@ class MigrationDestinationFaults(MigrationBase):
             # Completed although the destination could not map: its NIC must still work.
             out["completed_anyway"] = True
             dst.iface = src.iface
-            self.check_traffic(dst, label="destination_after_completed")
+            self.traffic(dst, label="destination_after_completed")
             return out
         state = src.machine.qmp("query-status")["status"]
         if state != "running":
             self.fail(f"{what}: source {state!r} after the failed migration, want running")
-        self.check_traffic(src, label="source_after_failure")
+        self.traffic(src, label="source_after_failure")
         return out
 
     def test_memlock_too_small(self) -> None:
@@ -430,4 +440,4 @@ class MigrationAfterIntrospection(MigrationBase):
         rec = self.run_migration(src, dst)
         self.assert_completed(rec, src, dst)
         self.measurements.update(rec.summary())
-        self.check_traffic(dst, label="after_migration")
+        self.traffic(dst, label="after_migration")

@@ -41,7 +41,7 @@ from seriesgate.functional.timeline import (
     build_timeline,
     latency_stats,
 )
-from seriesgate.testenv.agent import GuestAgent, l2_qemu_args
+from seriesgate.testenv.agent import AgentError, GuestAgent, l2_qemu_args
 from seriesgate.testenv.environment import VdpaEnvironment
 from seriesgate.testenv.model import VdpaDevice
 
@@ -376,7 +376,15 @@ def launch_l2(
     guest = Guest(vm, GuestAgent(agent_socket, log=workdir / f"{name}.agent.log"), device)
     vm.launch()
     if not incoming:
-        guest.wait_ready(boot_timeout or (120.0 if spec.kvm else 400.0))
+        try:
+            guest.wait_ready(boot_timeout or (120.0 if spec.kvm else 400.0))
+        except AgentError:
+            # A lost agent connection usually means QEMU is exiting: say how it ended.
+            deadline = time.monotonic() + 3.0
+            while vm.is_running() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            vm.check_alive("booting the guest")
+            raise
         vm.check_vhost()
         guest.find_iface()
         guest.link_up()
