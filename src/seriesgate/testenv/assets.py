@@ -17,7 +17,6 @@ stock simulator refuses them (vhost falls back to userspace virtio: a dead vDPA 
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
@@ -202,9 +201,27 @@ def file_lock(path: Path, what: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def l1_lock(why: str) -> contextlib.AbstractContextManager[None]:
-    """The lock every L1 run holds: assets are replaced only while no L1 uses them."""
-    return file_lock(testenv_cache() / "l1.lock", why)
+@contextmanager
+def l1_lock(why: str) -> Iterator[None]:
+    """The lock every L1 run holds: one L1 at a time, and assets are replaced only while no
+    L1 uses them. Fair between two parties: a waiter holds ``l1.queue`` while it waits, so
+    whoever just released ``l1.lock`` cannot take it again ahead of the waiter (flock alone
+    lets a process that loops over runs starve everyone else)."""
+    base = testenv_cache()
+    with file_lock(base / "l1.queue", why), open(base / "l1.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(STAGE, f"waiting for {why} (lock {base / 'l1.lock'})")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        held = handle
+        # The queue lock is released on leaving this `with`; keep l1.lock through a dup.
+        fd = os.dup(held.fileno())
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def _check_disk(path: Path, need_mb: int) -> None:

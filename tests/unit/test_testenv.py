@@ -1,0 +1,293 @@
+"""testenv pure parts on real captured data: vdpa -j parsing, apt resolution, module order,
+mode selection, L1 console markers, the initramfs writer."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from seriesgate.errors import InfraError
+from seriesgate.testenv import assets, check, vdpa, vm
+from seriesgate.testenv.environment import VdpaEnvironment
+from seriesgate.testenv.initramfs import Initramfs
+from seriesgate.testenv.inside import RunSpec, device_specs
+from seriesgate.testenv.model import DEFAULT_MAC, GuestImage, Mode
+
+DATA = Path(__file__).parent / "data" / "testenv"
+
+
+def read(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+# -- vdpa -j -------------------------------------------------------------------------------
+
+
+def test_dev_show_real_output() -> None:
+    devs = vdpa.parse_dev_show(read("vdpa-dev-show.json"))
+    assert sorted(devs) == ["vdpa0", "vdpa1"]
+    assert devs["vdpa0"]["mgmtdev"] == "vdpasim_net"
+    assert devs["vdpa0"]["max_vqs"] == 3
+    assert devs["vdpa1"]["max_vq_size"] == 1024  # our test device's queue-max fix
+
+
+def test_mgmtdev_show_real_output() -> None:
+    mgmt = vdpa.parse_mgmtdev_show(read("vdpa-mgmtdev-show.json"))
+    assert "CTRL_MAC_ADDR" in mgmt["vdpasim_net"]["dev_features"]
+
+
+def test_config_show_strips_trailing_space_keys() -> None:
+    config = vdpa.parse_config_show(read("vdpa-dev-config-show-vdpa0.json"), "vdpa0")
+    assert config["mac"] == "52:54:00:12:34:56"
+    assert config["link"] == "up"  # iproute2 prints "link " with a trailing space
+    assert config["link_announce"] is False
+    with pytest.raises(InfraError, match="no entry for vdpa9"):
+        vdpa.parse_config_show(read("vdpa-dev-config-show-vdpa0.json"), "vdpa9")
+
+
+def test_vstats_keeps_every_repeated_name_value_pair() -> None:
+    for name in sorted(p.name for p in DATA.glob("vdpa-vstats-*.json")):
+        stats = vdpa.parse_vstats(read(name), "vdpa0")
+        assert {"queue_type", "queue_index"} <= set(stats)
+        prefix = "rx" if stats["queue_type"] == "rx" else "tx"
+        assert isinstance(stats[f"{prefix} packets"], int)  # vdpa_sim_net's vendor names
+    assert list(DATA.glob("vdpa-vstats-*.json")), "captured vstats samples are missing"
+
+
+def test_unreadable_vdpa_output_is_one_clear_error() -> None:
+    with pytest.raises(InfraError, match="unreadable `vdpa -j dev show`"):
+        vdpa.parse_dev_show("{not json")
+
+
+def test_chardev_from_sysfs(tmp_path: Path) -> None:
+    (tmp_path / "vdpa1" / "vhost-vdpa-1").mkdir(parents=True)
+    assert vdpa.chardev_of("vdpa1", tmp_path) == Path("/dev/vhost-vdpa-1")
+    (tmp_path / "vdpa2").mkdir()
+    with pytest.raises(InfraError, match="vhost_vdpa"):
+        vdpa.chardev_of("vdpa2", tmp_path)
+
+
+# -- assets: apt resolution and modules ---------------------------------------------------------
+
+
+def test_madison_and_abi() -> None:
+    rows = assets.parse_madison(read("apt-madison-linux-source-6.12.txt"))
+    sources = [v for p, v in rows if p == "linux-source-6.12"]
+    assert sources[0] == "6.12.117-1~deb12u1"  # apt lists the newest first
+    assert ("linux", "6.12.117-1") in rows  # deb-src lines are there and must be skipped
+    assert assets.abi_of(sources[0]) == "6.12.117+deb12"
+    parts = dict(assets.parse_madison(read("apt-madison-6.12.117-parts.txt")))
+    pin = assets.KernelPin("6.12.117+deb12", "6.12.117-1~deb12u1")
+    assert all(parts[p] == pin.version for p in pin.packages if p != "linux-source-6.12")
+    with pytest.raises(InfraError):
+        assets.abi_of("6.12.117-1")
+
+
+def test_kernel_not_found_names_the_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = {
+        ("linux-source-6.12",): read("apt-madison-linux-source-6.12.txt"),
+    }
+
+    def fake_madison(*packages: str) -> list[tuple[str, str]]:
+        return assets.parse_madison(answers.get(packages, ""))
+
+    monkeypatch.setattr(assets, "_madison", fake_madison)
+    with pytest.raises(InfraError) as err:
+        assets.resolve_kernel("6.12.999+deb12")
+    assert "linux-image-6.12.999+deb12-amd64-unsigned" in str(err.value)
+    with pytest.raises(InfraError) as err2:  # parts missing for every source version
+        assets.resolve_kernel()
+    assert "linux-image-6.12.117+deb12-amd64-unsigned=6.12.117-1~deb12u1" in str(err2.value)
+
+
+def test_load_order_puts_dependencies_first() -> None:
+    deps = assets.parse_modules_dep(read("modules.dep.excerpt"))
+    order = [assets.module_name(p) for p in assets.load_order(deps, assets.L1_MODULES)]
+    assert order == ["netfs", "9pnet", "9pnet_virtio", "9p", "overlay"]
+    l2 = [assets.module_name(p) for p in assets.load_order(deps, ["virtio_net"])]
+    assert l2 == ["failover", "net_failover", "virtio_net"]
+    sim = [assets.module_name(p) for p in assets.load_order(deps, ["vdpa_sim_net"])]
+    assert sim.index("vringh") < sim.index("vdpa_sim") < sim.index("vdpa_sim_net")
+    assert assets.module_name("kernel/arch/x86/kvm/kvm-amd.ko.xz") == "kvm_amd"
+    with pytest.raises(InfraError, match="vdpa_sim_blk"):
+        assets.load_order(deps, ["vdpa_sim_blk"])
+
+
+def test_initramfs_is_a_valid_newc_archive(tmp_path: Path) -> None:
+    img = Initramfs()
+    img.add_char_device("dev/console", 5, 1)
+    img.add_file("init", b"#!/bin/sh\n", 0o755)
+    img.add_symlink("bin/sh", "busybox")
+    img.add_file("lib/modules/x.ko", b"\x7fELF" + b"\0" * 7)
+    out = tmp_path / "i.cpio"
+    img.write(out)
+    if shutil.which("cpio") is None:
+        pytest.fail("cpio missing: ci/setup-host.sh installs it")
+    listing = subprocess.run(
+        ["cpio", "-itv"], input=out.read_bytes(), capture_output=True, check=True
+    ).stdout.decode()
+    names = [
+        line.split()[-1] if "->" not in line else line.split()[-3] for line in listing.splitlines()
+    ]
+    assert names == [
+        "dev",
+        "dev/console",
+        "init",
+        "bin",
+        "bin/sh",
+        "lib",
+        "lib/modules",
+        "lib/modules/x.ko",
+    ]
+    assert listing.splitlines()[1].startswith("crw")
+
+
+# -- mode selection --------------------------------------------------------------------------
+
+THIS_HOST = check.HostProbe(  # what probe_host() reported on the project machine
+    kernel="6.18.44-fc-v595",
+    modules_disabled=True,
+    modules_loaded={"vhost_vdpa": False, "vdpa_sim": False, "vdpa_sim_net": False},
+    modules_available={"vhost_vdpa": False, "vdpa_sim": False, "vdpa_sim_net": False},
+    sys_bus_vdpa=False,
+    vdpasim_net_mgmtdev=False,
+    vhost_vdpa_devices=[],
+    vdpa_tool=True,
+    root=True,
+    kvm="usable",
+    memlock="8388608",
+    l1_qemu=True,
+)
+
+
+def test_mode_vm_when_modules_cannot_load() -> None:
+    mode, why = check.choose_mode(THIS_HOST)
+    assert mode is Mode.VM
+    assert "cannot load modules" in why
+
+
+def test_mode_host_on_a_workstation_kernel() -> None:
+    fedora = dataclasses.replace(
+        THIS_HOST,
+        kernel="6.11.4-301.fc41.x86_64",
+        modules_disabled=False,
+        modules_available=dict.fromkeys(check.NEEDED_MODULES, True),
+    )
+    assert check.choose_mode(fedora)[0] is Mode.HOST
+    loaded = dataclasses.replace(
+        THIS_HOST,
+        modules_loaded=dict.fromkeys(check.NEEDED_MODULES, True),
+        vdpasim_net_mgmtdev=True,
+    )
+    assert check.choose_mode(loaded)[0] is Mode.HOST  # even with module loading now off
+    no_tool = dataclasses.replace(fedora, vdpa_tool=False)
+    assert check.choose_mode(no_tool) == (
+        Mode.VM,
+        "the iproute2 `vdpa` tool is missing: tests run in the L1 test VM",
+    )
+    debian61 = dataclasses.replace(
+        fedora, modules_available={"vhost_vdpa": True, "vdpa_sim": False, "vdpa_sim_net": False}
+    )
+    mode, why = check.choose_mode(debian61)
+    assert mode is Mode.VM and "no vdpa_sim, vdpa_sim_net module" in why
+
+
+def test_check_table_names_the_chosen_mode() -> None:
+    rows = check.check_table(THIS_HOST)
+    assert rows[-1][:2] == ("chosen mode", "vm")
+    text = check.format_table(rows)
+    assert "memlock limit" in text and "/dev/vhost-vdpa-*" in text
+
+
+# -- L1 console and the run spec -----------------------------------------------------------------
+
+
+def test_console_markers_of_a_real_l1_run() -> None:
+    text = read("l1-console-smoke.log")
+    nonce = text.split()[1]
+    status = vm.parse_console(text, nonce)
+    assert status.started and status.exit_status == 0 and status.setup_failure is None
+    assert status.start_uptime is not None and status.start_uptime > 0
+    other = vm.parse_console(text, "000000000000")  # markers of another run do not count
+    assert other.exit_status is None and not other.started
+
+
+def test_console_of_an_l1_killed_before_the_end() -> None:
+    text = read("l1-console-avocado.log")  # a run its caller killed: no SGL1-EXIT
+    status = vm.parse_console(text, "fa13aff41a65")
+    assert status.started and status.exit_status is None and status.start_uptime == 5.47
+
+
+def test_console_setup_failure_line() -> None:
+    text = (
+        "SGL1-START ab 2.0\n"
+        "SGL1-SETUP-FAILED: modules refused: modprobe vdpa_sim\n"
+        "SGL1-EXIT ab 125\n"
+    )
+    status = vm.parse_console(text, "ab")
+    assert status.setup_failure == "modules refused: modprobe vdpa_sim"
+    assert status.exit_status == 125
+
+
+def test_l1_command_shape(tmp_path: Path) -> None:
+    argv = vm.l1_command(Path("/k"), Path("/i"), "x", tmp_path / "c.log", tmp_path, 1536)
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=multi,tb-size=256"
+    assert argv[argv.index("-m") + 1] == "1536M"
+    assert "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap" in argv
+    assert f"local,id=results,path={tmp_path},security_model=none,multidevs=remap" in argv
+
+
+def test_run_spec_and_environment_round_trip(tmp_path: Path) -> None:
+    specs = device_specs(3, ["52:54:00:00:00:01"])
+    assert [d.mac for d in specs] == ["52:54:00:00:00:01", DEFAULT_MAC, DEFAULT_MAC]
+    guest = GuestImage(Path("/k"), Path("/i"), "console=ttyS0")
+    spec = RunSpec(["true"], "/", str(tmp_path), Mode.VM, "6.12", guest, specs, "/m", True)
+    assert RunSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+    env_file = DATA / "testenv.json"
+    env = VdpaEnvironment.from_file(env_file)
+    assert [d.name for d in env.devices] == ["vdpa0", "vdpa1"]
+    assert env.devices[0].mac == env.devices[1].mac  # a migration pair shares the MAC
+    env.write(tmp_path / "again.json")
+    assert VdpaEnvironment.from_file(tmp_path / "again.json") == env
+
+
+def test_from_env_without_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SERIESGATE_TESTENV", raising=False)
+    with pytest.raises(InfraError, match="SERIESGATE_TESTENV is not set"):
+        VdpaEnvironment.from_env()
+
+
+def test_l1_lock_lets_a_waiter_in_before_the_holder_comes_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    monkeypatch.setenv("SERIESGATE_CACHE", str(tmp_path))
+    order: list[str] = []
+    a_in = threading.Event()
+
+    def holder() -> None:
+        with assets.l1_lock("test"):
+            a_in.set()
+            time.sleep(0.4)  # meanwhile the other thread queues up
+        with assets.l1_lock("test"):  # a loop of runs: straight back to the lock
+            order.append("A again")
+
+    def waiter() -> None:
+        a_in.wait()
+        with assets.l1_lock("test"):
+            order.append("B")
+            time.sleep(0.1)
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=waiter)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert order == ["B", "A again"]
