@@ -27,13 +27,19 @@ class CvqMac(VdpaTest):
         )
         self.check_traffic(guest, count=20, label="traffic_new_mac")
         # Control: frames to the old MAC are no longer delivered (the device filters).
-        g0 = guest.counters()
+        g0, d0 = guest.counters(), self.device_counters(device)
         guest.send_frames(10, dst_mac=device.mac)
-        g1 = guest.counters()
+        g1, d1 = guest.counters(), self.device_counters(device)
         self.measurements["old_mac_rx"] = g1["rx_packets"] - g0["rx_packets"]
+        self.measurements["old_mac_dev_rx_drops"] = d1["rx_drops"] - d0["rx_drops"]
         self.assertGreaterEqual(g1["tx_packets"] - g0["tx_packets"], 10, "old-MAC frames not sent")
         self.assertEqual(
             g1["rx_packets"] - g0["rx_packets"], 0, "frames to the old MAC still loop back"
+        )
+        self.assertGreaterEqual(
+            d1["rx_drops"] - d0["rx_drops"],
+            10,
+            "the device did not drop frames to the old MAC: its filter still has that MAC",
         )
 
     def test_cvq_mac(self) -> None:

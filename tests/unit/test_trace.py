@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from seriesgate.functional.trace import (
+    dma_maps,
+    overlapping_maps,
     parse_fields,
     parse_line,
     read_trace,
     select,
+    unmatched_maps,
 )
 
 DATA = Path(__file__).parent / "data" / "trace"
@@ -62,3 +65,38 @@ def test_field_shapes_of_vhost_vdpa_formats() -> None:
         "read_only": 0,
     }
     assert parse_fields("dev: (nil) started: 1")["dev"] == 0
+
+
+SVQ72 = DATA / "debian-7.2-l1-vdpa-svq.trace"
+
+
+def test_svq_trace_maps_from_iova_tree() -> None:
+    events = read_trace(SVQ72)
+    regions = select(events, "vhost_vdpa_listener_region_add")
+    gpa_of = {ev.int("vaddr"): ev.int("iova") for ev in regions}
+    maps = dma_maps(events)
+    assert len(maps) == 14 and all(m.asid == 0 for m in maps)  # 7.2 traces no asid
+    ram = [m for m in maps if m.uaddr in gpa_of]
+    assert len(ram) == len(regions) == 6
+    # SVQ: guest RAM lands at tree-allocated IOVAs, never at its GPA.
+    assert all(m.iova != gpa_of[m.uaddr] for m in ram)
+    assert {m.perm for m in maps} == {1, 3}
+    assert overlapping_maps(events) == []
+
+
+def test_svq_trace_everything_unmapped_at_quit() -> None:
+    events = read_trace(SVQ72)
+    assert unmatched_maps(events) == []
+    # Drop the unmaps: every map is then still live.
+    only_maps = [ev for ev in events if ev.name != "vhost_vdpa_dma_unmap"]
+    assert len(unmatched_maps(only_maps)) == 14
+
+
+def test_svq_trace_status_and_start_events() -> None:
+    events = read_trace(SVQ72)
+    status = [ev.int("status") for ev in select(events, "vhost_vdpa_add_status")]
+    assert status == [0x3, 0x8, 0x4, 0x3]
+    starts = [ev.int("started") for ev in select(events, "vhost_vdpa_dev_start")]
+    assert starts == [1, 1, 0, 0]
+    ranges = select(events, "vhost_vdpa_get_iova_range")
+    assert ranges[0].int("first") == 0 and ranges[0].int("last") == 2**64 - 1

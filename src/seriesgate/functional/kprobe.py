@@ -16,6 +16,7 @@ Lines of ``/sys/kernel/tracing/trace`` look like::
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,22 +168,37 @@ class DeviceStatusProbe:
         raise RuntimeError("tracefs with kprobe_events not available (needs root, KPROBE_EVENTS)")
 
     def _write(self, rel: str, text: str, append: bool = True) -> None:
-        with (self.tracefs / rel).open("a" if append else "w") as fh:
-            fh.write(text + "\n")
+        # Raw os.write: Python's append mode seeks to the end, which tracefs refuses (EINVAL).
+        flags = os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC)
+        fd = os.open(self.tracefs / rel, flags)
+        try:
+            os.write(fd, (text + "\n").encode())
+        finally:
+            os.close(fd)
 
     def install(self) -> None:
         self.remove()
+        errors: dict[str, str] = {}
         for kind, (func, args) in PROBES.items():
             try:
                 self._write("kprobe_events", f"p:{GROUP}/sg_{kind} {func} {args}")
-            except OSError:
-                continue  # this kernel's vdpa_sim has no such callback
+            except OSError as exc:
+                errors[kind] = f"{exc}; {self._error_log()}"
+                continue  # this kernel's vdpa_sim may lack the callback
             self._write(f"events/{GROUP}/sg_{kind}/enable", "1", append=False)
             self.installed.append(kind)
         if "set_status" not in self.installed:
-            raise RuntimeError("cannot place a kprobe on vdpasim_set_status (module not loaded?)")
+            raise RuntimeError(
+                f"cannot place a kprobe on vdpasim_set_status: {errors.get('set_status')}"
+            )
         self._write("tracing_on", "1", append=False)
         self.clear()
+
+    def _error_log(self) -> str:
+        try:
+            return (self.tracefs / "error_log").read_text().strip()[-300:]
+        except OSError:
+            return ""
 
     def clear(self) -> None:
         self._write("trace", "", append=False)
@@ -198,7 +214,7 @@ class DeviceStatusProbe:
             enable = self.tracefs / "events" / GROUP / f"sg_{kind}" / "enable"
             if enable.exists():
                 try:
-                    enable.write_text("0\n")
+                    self._write(str(enable.relative_to(self.tracefs)), "0", append=False)
                     self._write("kprobe_events", f"-:{GROUP}/sg_{kind}")
                 except OSError:
                     pass

@@ -166,13 +166,18 @@ class DmaRange:
         return self.iova + self.size - 1
 
 
+def _asid(ev: TraceEvent) -> int:
+    """The address space of a map/unmap; QEMU before 8.0 traced no asid (always 0)."""
+    return ev.int("asid") if "asid" in ev.fields else 0
+
+
 def dma_maps(events: Iterable[TraceEvent]) -> list[DmaRange]:
     """Every ``vhost_vdpa_dma_map`` as a range."""
     out = []
     for ev in select(events, "vhost_vdpa_dma_map"):
         out.append(
             DmaRange(
-                asid=ev.int("asid"),
+                asid=_asid(ev),
                 iova=ev.int("iova"),
                 size=ev.int("size"),
                 uaddr=ev.int("uaddr"),
@@ -194,7 +199,7 @@ def unmatched_maps(events: Iterable[TraceEvent]) -> list[DmaRange]:
             (rng,) = dma_maps([ev])
             live.append(rng)
         elif ev.name == "vhost_vdpa_dma_unmap":
-            asid, start, size = ev.int("asid"), ev.int("iova"), ev.int("size")
+            asid, start, size = _asid(ev), ev.int("iova"), ev.int("size")
             end = start + size - 1
             live = [r for r in live if not (r.asid == asid and start <= r.iova and r.last <= end)]
     return live
@@ -212,7 +217,7 @@ def overlapping_maps(events: Iterable[TraceEvent]) -> list[tuple[DmaRange, DmaRa
                     clashes.append((old, rng))
             live.append(rng)
         elif ev.name == "vhost_vdpa_dma_unmap":
-            asid, start, size = ev.int("asid"), ev.int("iova"), ev.int("size")
+            asid, start, size = _asid(ev), ev.int("iova"), ev.int("size")
             end = start + size - 1
             live = [r for r in live if not (r.asid == asid and start <= r.iova and r.last <= end)]
     return clashes
