@@ -171,8 +171,18 @@ class BuildDir:
         argv = cfg.configure_argv(self.source, cfg.python_with_meson())
         self.configure_line = argv
         stamp = self.build / "seriesgate-configured.json"
-        if stamp.is_file() and json.loads(stamp.read_text()).get("argv") == list(argv):
-            if (self.build / "build.ninja").is_file():
+        if stamp.is_file() and (self.build / "build.ninja").is_file():
+            old = tuple(json.loads(stamp.read_text()).get("argv", ()))
+            if old == argv:
+                return
+            # Another clone's venv configured it: keep that (same options, same meson
+            # requirement) as long as its Python is still there, instead of rebuilding.
+            same_options = [a for a in old if not a.startswith("--python=")] == [
+                a for a in argv if not a.startswith("--python=")
+            ]
+            old_python = next((a.split("=", 1)[1] for a in old if a.startswith("--python=")), "")
+            if same_options and old_python and Path(old_python).exists():
+                self.configure_line = old
                 return
         shutil.rmtree(self.build, ignore_errors=True)  # half-configured: start clean
         self.build.mkdir(parents=True)
