@@ -5,23 +5,9 @@ from __future__ import annotations
 import time
 
 from seriesgate.functional.test import VdpaTest
-from seriesgate.functional.trace import TraceEvent, dma_maps, select
+from seriesgate.functional.trace import ram_bytes_mapped_per_start, select
 
 REBOOTS = 2
-
-
-def mapped_bytes_per_start(events: list[TraceEvent]) -> list[int]:
-    """Bytes of guest RAM mapped after each ``vhost_vdpa_dev_start started: 1``."""
-    ram_vaddrs = {ev.int("vaddr") for ev in select(events, "vhost_vdpa_listener_region_add")}
-    totals: list[int] = []
-    for ev in events:
-        if ev.name == "vhost_vdpa_dev_start" and ev.fields.get("started") == 1:
-            totals.append(0)
-        elif ev.name == "vhost_vdpa_dma_map" and totals:
-            (rng,) = dma_maps([ev])
-            if rng.uaddr in ram_vaddrs:
-                totals[-1] += rng.size
-    return totals
 
 
 class ResetReboot(VdpaTest):
@@ -44,7 +30,7 @@ class ResetReboot(VdpaTest):
             guest.link_up()
             self.check_traffic(guest, count=10, label=f"traffic_reboot_{n}")
         events = guest.machine.trace()
-        starts = mapped_bytes_per_start(events)
+        starts = ram_bytes_mapped_per_start(events)
         self.measurements["ram_bytes_mapped_per_start"] = starts
         self.measurements["dev_start_events"] = [
             ev.fields.get("started") for ev in select(events, "vhost_vdpa_dev_start")

@@ -6,9 +6,11 @@ from pathlib import Path
 
 from seriesgate.functional.trace import (
     dma_maps,
+    iova_layout,
     overlapping_maps,
     parse_fields,
     parse_line,
+    ram_bytes_mapped_per_start,
     read_trace,
     select,
     unmatched_maps,
@@ -100,3 +102,20 @@ def test_svq_trace_status_and_start_events() -> None:
     assert starts == [1, 1, 0, 0]
     ranges = select(events, "vhost_vdpa_get_iova_range")
     assert ranges[0].int("first") == 0 and ranges[0].int("last") == 2**64 - 1
+
+
+def test_iova_layout_svq_versus_passthrough() -> None:
+    svq = iova_layout(read_trace(SVQ72))
+    assert len(svq.ram) == 6 and len(svq.ram_not_at_gpa) == 6
+    assert len(svq.other) == 8  # SVQ rings of rx, tx and CVQ + the CVQ buffers
+    assert not svq.outside and not svq.overlaps
+    passthrough = iova_layout(read_trace(DATA / "debian-7.2-l1-vdpa-passthrough.trace"))
+    assert passthrough.ram and passthrough.ram_not_at_gpa == []  # IOVA == GPA
+    assert passthrough.other == []
+
+
+def test_ram_bytes_mapped_per_start() -> None:
+    totals = ram_bytes_mapped_per_start(read_trace(SVQ72))
+    # Two vhost devices start (data queues, then CVQ); the RAM is mapped once, after the
+    # second start: 0xc3000 + 0x25000 + 0x8000 + 0x10000 + 0xff00000 + 0x40000.
+    assert totals == [0, 0x10000000 + 0x40000]  # 256 MiB of RAM + the 256 KiB BIOS ROM

@@ -221,3 +221,55 @@ def overlapping_maps(events: Iterable[TraceEvent]) -> list[tuple[DmaRange, DmaRa
             end = start + size - 1
             live = [r for r in live if not (r.asid == asid and start <= r.iova and r.last <= end)]
     return clashes
+
+
+@dataclass(frozen=True)
+class IovaLayout:
+    """How device memory was mapped: guest RAM (by GPA) versus QEMU's own buffers."""
+
+    first: int  # device iova range
+    last: int
+    ram: list[tuple[int, DmaRange]]  # (GPA, map) for maps of memory-listener sections
+    other: list[DmaRange]  # SVQ rings, CVQ buffers: host memory that is not guest RAM
+    outside: list[DmaRange]  # maps outside [first, last]
+    overlaps: list[tuple[DmaRange, DmaRange]]
+
+    @property
+    def ram_not_at_gpa(self) -> list[tuple[int, DmaRange]]:
+        return [(gpa, m) for gpa, m in self.ram if m.iova != gpa]
+
+
+def iova_layout(events: list[TraceEvent]) -> IovaLayout:
+    """Classify every dma_map of a trace by what it maps and where.
+
+    A map whose host address is a ``vhost_vdpa_listener_region_add`` section's is guest
+    RAM (that trace gives the GPA as ``iova``); any other map is QEMU's own memory.
+    """
+    ranges = select(events, "vhost_vdpa_get_iova_range")
+    first, last = (ranges[-1].int("first"), ranges[-1].int("last")) if ranges else (0, 2**64 - 1)
+    gpa_of = {
+        ev.int("vaddr"): ev.int("iova") for ev in select(events, "vhost_vdpa_listener_region_add")
+    }
+    maps = dma_maps(events)
+    return IovaLayout(
+        first=first,
+        last=last,
+        ram=[(gpa_of[m.uaddr], m) for m in maps if m.uaddr in gpa_of],
+        other=[m for m in maps if m.uaddr not in gpa_of],
+        outside=[m for m in maps if m.iova < first or m.last > last],
+        overlaps=overlapping_maps(events),
+    )
+
+
+def ram_bytes_mapped_per_start(events: list[TraceEvent]) -> list[int]:
+    """Bytes of guest RAM mapped after each ``vhost_vdpa_dev_start started: 1`` (until the next)."""
+    ram_vaddrs = {ev.int("vaddr") for ev in select(events, "vhost_vdpa_listener_region_add")}
+    totals: list[int] = []
+    for ev in events:
+        if ev.name == "vhost_vdpa_dev_start" and ev.fields.get("started") == 1:
+            totals.append(0)
+        elif ev.name == "vhost_vdpa_dma_map" and totals:
+            (rng,) = dma_maps([ev])
+            if rng.uaddr in ram_vaddrs:
+                totals[-1] += rng.size
+    return totals
