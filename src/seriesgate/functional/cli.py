@@ -32,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("-p", dest="params", action="append", default=[], help="extra Avocado -p")
     p.add_argument("--no-retry", action="store_true", help="do not retry failed tests")
     p.add_argument("--results-dir", type=Path, help="default: results/functional-<time>")
+    p.add_argument("--test", action="append", default=[], help="Avocado test reference")
+    p.add_argument(
+        "--use-va",
+        action="store_true",
+        help="load vdpa_sim with use_va=1 (dead datapath with anonymous RAM: tests must fail)",
+    )
     p.set_defaults(func=run)
 
 
@@ -80,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         params=args.params,
         retry=not args.no_retry,
         firmware_dirs=[d.resolve() for d in args.firmware_dir] or None,
+        tests=args.test,
+        use_va=args.use_va,
     )
     for line in summary_lines(results):
         print(line)

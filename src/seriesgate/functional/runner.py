@@ -189,10 +189,13 @@ def run_functional(
     retry: bool = True,
     firmware_dirs: Sequence[Path] | None = None,
     tests: Sequence[str] = (),
+    use_va: bool = False,
 ) -> FunctionalResults:
     """Run the functional tests on ``builds`` inside ``env``; results under ``results_dir``.
 
-    ``firmware_dirs`` (QEMU ``-L``) default to the BuildSet's.
+    ``firmware_dirs`` (QEMU ``-L``) default to the BuildSet's. ``tests``: Avocado test
+    references (default: every build test). ``use_va=True`` loads vdpa_sim with use_va=1,
+    whose datapath is dead with anonymous guest RAM: only for showing that tests fail then.
     """
     from seriesgate.testenv import run_in_env  # the testenv stage owns the L1 VM
 
@@ -215,7 +218,9 @@ def run_functional(
     if not retry:
         argv.append("--no-retry")
     with step("functional", f"Avocado on {', '.join(binaries)} in the test environment"):
-        rc = run_in_env(env, argv, results_dir=results_dir, devices=2, timeout=ENV_TIMEOUT)
+        rc = run_in_env(
+            env, argv, results_dir=results_dir, devices=2, timeout=ENV_TIMEOUT, use_va=use_va
+        )
     if not (results_dir / "jobs.json").exists():
         raise InfraError(
             f"the functional jobs did not run in the test environment (exit {rc})",
