@@ -170,3 +170,17 @@ def test_real_agent_timeout_then_stale_reply_is_not_taken(agent: GuestAgent) -> 
         agent.run("sleep 1; echo late", timeout=0.3)
     after = agent.run("echo next", timeout=10)  # the late reply carries another nonce
     assert (after.exit_status, after.output) == (0, "next\n")
+
+
+def test_dead_qemu_ends_the_wait_at_once(tmp_path: Path) -> None:
+    import time
+
+    from seriesgate.testenv.agent import AgentError
+
+    agent = GuestAgent(tmp_path / "never.sock", alive=lambda: False)
+    start = time.monotonic()
+    with pytest.raises(AgentError, match="QEMU exited"):
+        agent.wait_ready(30)
+    assert time.monotonic() - start < 2
+    with pytest.raises(AgentTimeout, match="cannot connect"):
+        GuestAgent(tmp_path / "never.sock").wait_ready(0.2)

@@ -29,6 +29,7 @@ import secrets
 import select
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -185,11 +186,21 @@ class GuestAgent:
     """Client of the L2 agent on the unix socket QEMU listens on.
 
     ``log`` (optional) receives a transcript: ``> line`` sent, ``< line`` received.
+    ``alive`` (optional, e.g. ``lambda: qemu.poll() is None``) lets waits end at once with
+    AgentError when the guest's QEMU has died instead of running into the timeout.
+    The socket must live on a local file system (QEMU cannot bind one on 9p).
     """
 
-    def __init__(self, socket_path: Path, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        log: Path | None = None,
+        *,
+        alive: Callable[[], bool] | None = None,
+    ) -> None:
         self.socket_path = socket_path
         self.log = log
+        self._alive = alive
         self._sock: socket.socket | None = None
         self._parser = FrameParser()
         self._received = b""  # undecoded tail for the transcript
@@ -222,6 +233,7 @@ class GuestAgent:
             return self._sock
         last: OSError | None = None
         while time.monotonic() < deadline:
+            self._check_alive()
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.connect(os.fspath(self.socket_path))
@@ -236,6 +248,13 @@ class GuestAgent:
             f"cannot connect to the guest agent socket {self.socket_path}: {last}",
             hint="did the L2 QEMU start with l2_qemu_args()?",
         )
+
+    def _check_alive(self) -> None:
+        if self._alive is not None and not self._alive():
+            raise AgentError(
+                f"the guest's QEMU exited (agent socket {self.socket_path})",
+                hint="see its log and the L2 console log",
+            )
 
     # -- transcript -------------------------------------------------------------------------
 
@@ -270,8 +289,9 @@ class GuestAgent:
     def _receive(self, sock: socket.socket, until: float) -> list[Event]:
         """Wait for data until ``until`` (monotonic); return the events it completed."""
         wait = max(0.0, until - time.monotonic())
-        ready, _, _ = select.select([sock], [], [], wait)
+        ready, _, _ = select.select([sock], [], [], min(wait, 1.0))
         if not ready:
+            self._check_alive()
             return []
         try:
             data = sock.recv(65536)

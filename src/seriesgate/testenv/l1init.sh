@@ -20,15 +20,21 @@ done
 [ -s /sg.conf ] || fail "no sgl1= parameter on the kernel command line"
 { read -r nonce; read -r results; read -r python; read -r spec; read -r use_va; } < /sg.conf
 
+# insmod unless loaded already (modules shared by several lists, e.g. irqbypass)
+load() {
+  [ -d "/sys/module/${1%.ko}" ] && return 0
+  insmod "/lib/modules/$1" $2
+}
+
 while read -r ko; do
-  insmod "/lib/modules/$ko" || fail "insmod $ko"
+  load "$ko" || fail "insmod $ko"
 done < /lib/modules/load-order
 
 # The test device: vhost_vdpa, vdpa_sim (use_va from the run spec), vdpa_sim_net.
 while read -r ko; do
   case "$ko" in
-    vdpa_sim.ko) err=$(insmod "/lib/modules/$ko" "use_va=${use_va:-0}" 2>&1) ;;
-    *) err=$(insmod "/lib/modules/$ko" 2>&1) ;;
+    vdpa_sim.ko) err=$(load "$ko" "use_va=${use_va:-0}" 2>&1) ;;
+    *) err=$(load "$ko" 2>&1) ;;
   esac || fail "modules refused: insmod $ko: $err"
 done < /lib/modules/vdpa-order
 # KVM for L2, in the background while the file systems are mounted.
@@ -36,7 +42,7 @@ kvm_order=
 grep -qw svm /proc/cpuinfo && kvm_order=/lib/modules/kvm-amd-order
 grep -qw vmx /proc/cpuinfo && kvm_order=/lib/modules/kvm-intel-order
 if [ -n "$kvm_order" ]; then
-  (while read -r ko; do insmod "/lib/modules/$ko" || break; done < $kvm_order) >/kvm.log 2>&1 &
+  (while read -r ko; do load "$ko" || break; done < $kvm_order) >/kvm.log 2>&1 &
   kvm_loader=$!
 fi
 

@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -43,7 +44,8 @@ def l2_command(
     memory_mb: int = 256,
 ) -> tuple[list[str], Path]:
     """The L2 QEMU command line and its agent socket path."""
-    sock = workdir / f"{device.name}.agent.sock"
+    # A unix socket cannot be bound on 9p (the results directory in L1): use local /tmp.
+    sock = Path(tempfile.mkdtemp(prefix="sg-smoke-")) / f"{device.name}.agent.sock"
     accel = ["-accel", "kvm", "-cpu", "host"] if kvm else ["-accel", "tcg", "-cpu", "max"]
     firmware = (
         []
@@ -115,7 +117,9 @@ def _launch(
         child.wait()
 
     stack.callback(reap)
-    agent = GuestAgent(sock, log=workdir / f"{device.name}.agent.log")
+    agent = GuestAgent(
+        sock, log=workdir / f"{device.name}.agent.log", alive=lambda: child.poll() is None
+    )
     stack.callback(agent.close)
     return L2(device, child, agent, qemu_log, time.monotonic())
 
