@@ -70,8 +70,8 @@ def _transcript_stream(name: str) -> bytes:
 
 
 def test_parser_on_real_l2_transcript_in_random_chunks() -> None:
-    stream = _transcript_stream("l2-agent-transcript.log")
-    sent = (DATA / "l2-agent-transcript.log").read_text().splitlines()
+    stream = _transcript_stream("l2-agent-transcript-smoke.log")
+    sent = (DATA / "l2-agent-transcript-smoke.log").read_text().splitlines()
     runs = [ln.split()[2] for ln in sent if ln.startswith("> SGRUN")]
     whole = FrameParser().feed(stream)
     results = [e for e in whole if isinstance(e, Result)]

@@ -158,9 +158,15 @@ def resolve_kernel(pin_abi: str | None = None) -> KernelPin:
         if all((p, version) in have for p in others):
             return pin
     wanted = f"linux-image-{pin_abi}-{FLAVOUR}-unsigned" if pin_abi else "a 6.12 kernel"
+    if tried:
+        detail = f"tried: {', '.join(tried)}"
+    elif sources:
+        detail = f"{SOURCE_PACKAGE} in apt has only {', '.join(dict.fromkeys(sources))}"
+    else:
+        detail = f"no {SOURCE_PACKAGE} in apt"
     raise InfraError(
         f"kernel package not found: {wanted} with matching headers/kbuild/{SOURCE_PACKAGE} "
-        f"(tried: {', '.join(tried) or 'no ' + SOURCE_PACKAGE + ' in apt'})",
+        f"({detail})",
         hint="run `apt-get update`, or pin another ABI with $" + KERNEL_ENV,
     )
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from seriesgate import proc
+from seriesgate.testenv import vdpa
 from seriesgate.testenv.agent import AgentError, GuestAgent, l2_qemu_args
 from seriesgate.testenv.environment import VdpaEnvironment
 from seriesgate.testenv.model import VdpaDevice
@@ -135,7 +136,11 @@ def _traffic(env: VdpaEnvironment, guest: L2, frames: int) -> dict[str, Any]:
     sent = agent.run(f"sgpkt send eth0 {frames} 3000", timeout=60)
     out["sgpkt"] = {"exit_status": sent.exit_status, "output": sent.output.strip()}
     after = guest_counters(agent)
-    out["vstats_raw"] = {str(q): env.vstats(name, q) for q in (0, 1)}
+    # The raw `vdpa -j` text too: unit tests of the parsers use these real samples.
+    out["vstats_raw"] = {
+        str(q): vdpa.run_vdpa("dev", "vstats", "show", name, "qidx", str(q)) for q in (0, 1)
+    }
+    out["config_raw"] = vdpa.run_vdpa("dev", "config", "show", name)
     dev_after = env.counters(name)
     out["guest_delta"] = {c: after.get(c, 0) - before.get(c, 0) for c in COUNTERS}
     out["vstats_delta"] = {k: v - dev_before.get(k, 0) for k, v in dev_after.items()}

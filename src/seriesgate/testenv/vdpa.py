@@ -2,8 +2,10 @@
 
 ``vdpa -j`` prints JSON with some quirks the parsers absorb:
 
-- ``dev vstats show`` repeats the keys ``name`` and ``value`` for every counter in one
-  object (so a plain ``json.loads`` keeps only the last pair);
+- ``dev vstats show``: vendor counters come as ``"rx packets": N`` (iproute2 builds with
+  older JSON writers print repeated ``"name": X, "value": N`` pairs instead; both parse);
+  the queue of qidx 0 is labelled ``control_vq`` by this kernel when MQ is not negotiated,
+  although vdpa_sim_net reports its rx counters there;
 - ``dev config show`` spells the link state key ``"link "`` (trailing space) in some
   iproute2 versions.
 """
@@ -83,9 +85,9 @@ def parse_config_show(text: str, name: str) -> dict[str, Any]:
 
 
 def parse_vstats(text: str, name: str) -> dict[str, Any]:
-    """``vdpa -j dev vstats show NAME qidx N`` → {"queue_type", "queue_index", counters...}.
+    """``vdpa -j dev vstats show NAME qidx N`` → {"queue_type", counters...}.
 
-    The counters come as repeated ``"name": X, "value": N`` pairs; they become ``{X: N}``.
+    Counters printed as repeated ``"name": X, "value": N`` pairs also become ``{X: N}``.
     """
     data = _loads(text, "dev vstats show")
     vstats = data.get("vstats", {})
