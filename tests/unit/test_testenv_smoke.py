@@ -63,3 +63,29 @@ def test_dead_datapath_with_use_va_is_detected(env: TestEnv, tmp_path: Path) -> 
     # The guest boots, but nothing comes back: the check must say so.
     assert "received 200" not in guest.get("sgpkt", {}).get("output", "")
     assert not guest["ok"] and not report["ok"] and status == 1
+
+
+def test_module_build_failure_names_the_first_error(tmp_path: Path) -> None:
+    """A broken test-device source fails the build with its first compiler error."""
+    from seriesgate.errors import CommandError
+    from seriesgate.paths import cache_dir
+    from seriesgate.proc import run
+    from seriesgate.testenv import assets
+
+    pin = assets.cached_resolution()
+    debs = assets._download(pin, cache_dir() / "testenv" / "downloads")
+    hdr = tmp_path / "headers"
+    for package, role in pin.packages.items():
+        if role in ("headers", "headers-common", "kbuild"):
+            run(["dpkg-deb", "-x", str(debs[package]), str(hdr)], timeout=300)
+    src = tmp_path / "src" / "linux-source-6.12"
+    for rel in assets.SOURCE_FILES:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text("#include <linux/module.h>\n")
+    (src / assets.SOURCE_FILES[1]).write_text("int broken = ;\n")
+    with pytest.raises(CommandError) as err:
+        assets._build_modules(pin, hdr, tmp_path / "src", tmp_path / "build")
+    message = str(err.value)
+    assert message.startswith("vdpa_sim module build failed:")
+    assert "vdpa_sim.c" in message and "error" in message
+    assert (tmp_path / "build" / "build.log").is_file()
