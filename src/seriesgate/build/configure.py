@@ -173,5 +173,8 @@ def ccache_env(cache: Path) -> dict[str, str]:
         "CCACHE_BASEDIR": str(cache),
         # -g puts the cwd into the object; without this, two build dirs never share hits.
         "CCACHE_NOHASHDIR": "1",
+        # Misses (every cold build) skip ccache's extra preprocessor run: the -MD
+        # dependency file meson asks gcc for is enough to key the entry.
+        "CCACHE_DEPEND": "1",
         "CCACHE_MAXSIZE": os.environ.get("CCACHE_MAXSIZE", "5G"),
     }
