@@ -310,19 +310,61 @@ class VdpaMachine:
                 self._proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.log.warning("%s: did not quit in %.0f s, killing", self.name, timeout)
+                self.log.warning("%s", self.thread_report())
                 kill_group(self._proc)
-                self._proc.wait()
+                self._wait_killed()
         finally:
             self._close()
         self._on_exit(self._proc.returncode)
+
+    def _wait_killed(self, timeout: float = 30.0) -> None:
+        """Wait for a SIGKILLed QEMU; one stuck in the kernel cannot die: say where, give up."""
+        assert self._proc is not None
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            report = self.thread_report()
+            self.log.error("%s: still alive %.0f s after SIGKILL\n%s", self.name, timeout, report)
+            raise QemuTimeout(
+                f"{self.name}: QEMU (pid {self._proc.pid}) is stuck in the kernel and survives "
+                f"SIGKILL\n{report}"
+            ) from None
+
+    def thread_report(self) -> str:
+        """Each QEMU thread: name, state, wait channel and kernel stack (where it hangs)."""
+        if self._proc is None or self._proc.poll() is not None:
+            return f"{self.name}: not running"
+        lines = [f"--- {self.name} threads (pid {self._proc.pid}):"]
+        task_dir = Path(f"/proc/{self._proc.pid}/task")
+        try:
+            tids = sorted(task_dir.iterdir(), key=lambda p: int(p.name))
+        except OSError as exc:
+            return f"{self.name}: cannot list threads: {exc}"
+        for task in tids:
+            try:
+                comm = (task / "comm").read_text().strip()
+                state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                wchan = (task / "wchan").read_text().strip()
+            except OSError:
+                continue
+            lines.append(f"  {task.name} {comm} state={state} wchan={wchan}")
+            try:
+                stack = (task / "stack").read_text().strip()
+            except OSError:
+                stack = ""
+            if stack and state == "D":
+                lines += ["      " + ln for ln in stack.splitlines()[:12]]
+        return "\n".join(lines)
 
     def kill(self) -> None:
         """SIGKILL the process group and reap (no QMP)."""
         if self._proc is None:
             return
         kill_group(self._proc)
-        self._proc.wait()
-        self._close()
+        try:
+            self._wait_killed()
+        finally:
+            self._close()
         self._on_exit(self._proc.returncode)
 
     def wait_exit(self, timeout: float) -> int:
@@ -448,8 +490,9 @@ class VdpaMachine:
                 )
 
     def failure_context(self) -> str:
-        """Command line, stderr, console tail and trace tail, for the test log."""
-        return (
+        """Command line, stderr, console tail and trace tail (and threads if alive)."""
+        threads = f"\n{self.thread_report()}" if self.is_running() else ""
+        return threads + (
             f"--- {self.name} command line:\n{' '.join(self.command_line)}\n"
             f"--- {self.name} stderr (tail):\n{_tail(self.stderr_path)}\n"
             f"--- {self.name} console (tail):\n{_tail(self.console_log)}\n"

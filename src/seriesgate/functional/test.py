@@ -25,9 +25,15 @@ from typing import Any
 
 from avocado import Test
 
-from seriesgate.functional.machine import QemuFailure, VdpaMachine
+from seriesgate.functional.machine import QemuFailure, QemuTimeout, VdpaMachine
 from seriesgate.functional.trace import TraceEvent
-from seriesgate.testenv.agent import AgentError, AgentResult, GuestAgent, l2_qemu_args
+from seriesgate.testenv.agent import (
+    AgentError,
+    AgentResult,
+    AgentTimeout,
+    GuestAgent,
+    l2_qemu_args,
+)
 from seriesgate.testenv.environment import VdpaEnvironment
 from seriesgate.testenv.model import VdpaDevice
 
@@ -52,9 +58,16 @@ class Guest:
 
     def run(self, command: str, timeout: float = 30.0, check: bool = True) -> AgentResult:
         """Run a shell command in L2; a crash of QEMU meanwhile raises QemuCrashed."""
-        result: AgentResult = self.machine.guarded(
-            f"running {command!r} in the guest", lambda: self.agent.run(command, timeout)
-        )
+        try:
+            result: AgentResult = self.machine.guarded(
+                f"running {command!r} in the guest", lambda: self.agent.run(command, timeout)
+            )
+        except AgentTimeout as exc:
+            # QEMU is alive (guarded checked) but the guest does not answer: a hang.
+            raise QemuTimeout(
+                f"guest command {command!r} got no answer in {timeout:.0f} s "
+                f"(partial output {exc.partial[-200:]!r})\n{self.machine.thread_report()}"
+            ) from exc
         if check and result.exit_status != 0:
             raise GuestCommandFailed(
                 f"guest command {command!r} exited {result.exit_status}: {result.output[-500:]}"
