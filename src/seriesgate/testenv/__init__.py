@@ -83,9 +83,10 @@ def run_in_env(
     with anonymous guest RAM: for showing that traffic checks can fail). In VM mode the
     command runs inside L1 with ``cwd`` and ``results_dir`` at their host paths (the host's
     / is visible read-only, ``results_dir`` read-write); the L1 console goes to
-    ``results_dir/l1-console.log``. ``echo`` receives the command's output in VM mode
-    (in host mode it inherits our stdout/stderr). ``memory_mb``: L1 RAM (default 1024; two
-    256 MB L2 guests fit in 1 GB). Raises InfraError on setup failure or
+    ``results_dir/l1-console.log``; the caller's $SERIESGATE_* variables (e.g.
+    $SERIESGATE_CACHE) are set for the command there too. ``echo`` receives the command's
+    output in VM mode (in host mode it inherits our stdout/stderr). ``memory_mb``: L1 RAM
+    (default 1024; two 256 MB L2 guests fit in 1 GB). Raises InfraError on setup failure or
     when ``timeout`` (seconds, whole run) expires; every process started is reaped.
     """
     from seriesgate.testenv import inside, vm
@@ -104,6 +105,7 @@ def run_in_env(
         modules_root=str(env.modules_root) if env.modules_root else None,
         use_va=use_va,
         notes=[n for n in notes if n],
+        env=inside.forwarded_env(),
     )
     if env.mode is Mode.VM:
         if env.l1_kernel is None or env.l1_initrd is None:

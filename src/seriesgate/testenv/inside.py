@@ -45,6 +45,7 @@ class RunSpec:
     modules_root: str | None = None  # VM mode: `modprobe -d` root
     use_va: bool = False  # vdpa_sim's use_va (1 gives a dead datapath with anonymous RAM)
     notes: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # the caller's $SERIESGATE_* settings
 
     @property
     def env_file(self) -> Path:
@@ -62,6 +63,7 @@ class RunSpec:
             "modules_root": self.modules_root,
             "use_va": self.use_va,
             "notes": self.notes,
+            "env": self.env,
         }
 
     @classmethod
@@ -80,7 +82,13 @@ class RunSpec:
             modules_root=data.get("modules_root"),
             use_va=bool(data.get("use_va", False)),
             notes=[str(n) for n in data.get("notes", [])],
+            env={str(k): str(v) for k, v in data.get("env", {}).items()},
         )
+
+
+def forwarded_env() -> dict[str, str]:
+    """The caller's $SERIESGATE_* settings (cache, results, ...) for the command in L1."""
+    return {k: v for k, v in os.environ.items() if k.startswith("SERIESGATE_") and k != ENV_VAR}
 
 
 def device_specs(count: int, macs: list[str] | None = None) -> list[DeviceSpec]:
@@ -241,7 +249,7 @@ def _uptime() -> float:
 
 def run_command(spec: RunSpec, *, timeout: float | None = None) -> int:
     """Run the command with ``$SERIESGATE_TESTENV`` set; its exit status."""
-    env = {**os.environ, ENV_VAR: str(spec.env_file)}
+    env = {**os.environ, **spec.env, ENV_VAR: str(spec.env_file)}
     child = subprocess.Popen(spec.argv, cwd=spec.cwd, env=env, start_new_session=True)
     try:
         return child.wait(timeout=timeout)
@@ -257,6 +265,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         spec = RunSpec.from_json(json.loads(Path(argv[0]).read_text()))
+        os.environ.update(spec.env)
         setup(spec)
     except (SeriesgateError, OSError, ValueError, KeyError) as exc:
         print(f"{SETUP_FAILED} {exc}", flush=True)

@@ -10,7 +10,9 @@ counters agree.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -53,6 +55,10 @@ def l2_command(
         if qemu == DEBIAN_QEMU
         else [arg for d in FIRMWARE_DIRS if Path(d).is_dir() for arg in ("-L", d)]
     )
+    image = env.l2_guest
+    extra = os.environ.get("SERIESGATE_L2_APPEND_EXTRA", "")  # e.g. "loglevel=7" to debug
+    if extra:
+        image = dataclasses.replace(image, append=f"{image.append} {extra}")
     argv = [
         qemu,
         *firmware,
@@ -63,9 +69,7 @@ def l2_command(
         str(memory_mb),
         "-smp",
         "1",
-        *l2_qemu_args(
-            env.l2_guest, agent_socket=sock, console_log=workdir / f"{device.name}.console.log"
-        ),
+        *l2_qemu_args(image, agent_socket=sock, console_log=workdir / f"{device.name}.console.log"),
         "-netdev",
         f"vhost-vdpa,vhostdev={device.chardev},id=n0",
         "-device",
