@@ -29,7 +29,8 @@ L1_QEMU = "qemu-system-x86_64"
 L1_MEMORY_MB = 1024
 L1_SMP = 2
 # -cpu max under TCG offers svm (nested KVM for L2). $SERIESGATE_L1_CPU overrides it, e.g.
-# "max,-svm" to see the TCG fallback.
+# "Haswell-noTSX" (no svm/vmx under TCG) to see the TCG fallback. ("max,-svm" made static
+# busybox abort in _dl_get_origin under QEMU 7.2 TCG: not usable.)
 L1_CPU_ENV = "SERIESGATE_L1_CPU"
 CONSOLE_TAIL = 25
 BOOT_ATTEMPTS = 2
@@ -180,7 +181,12 @@ def run_l1(
     with l1_lock("another L1 test VM"):
         for attempt in range(1, BOOT_ATTEMPTS + 1):
             status, elapsed = _boot_once(argv, results, nonce, timeout, echo)
-            if status.started or status.exit_status is not None or attempt == BOOT_ATTEMPTS:
+            if (
+                status.started
+                or status.exit_status is not None
+                or status.setup_failure is not None
+                or attempt == BOOT_ATTEMPTS
+            ):
                 break
             text = console.read_text(errors="replace")
             if not any(sign in text for sign in BOOT_CRASH_SIGNS):
