@@ -135,6 +135,18 @@ class KvmLoader:
     reason: str = ""
 
 
+KVM_WAIT = 20.0  # VM mode: the L1 init loads kvm_amd in the background
+
+
+def _wait_for_dev_kvm(timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not Path("/dev/kvm").exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def start_kvm_module(spec: RunSpec) -> KvmLoader:
     """Start loading kvm_amd/kvm_intel when the CPU offers svm/vmx and /dev/kvm is missing."""
     if Path("/dev/kvm").exists():
@@ -143,6 +155,8 @@ def start_kvm_module(spec: RunSpec) -> KvmLoader:
     module = "kvm_amd" if "svm" in flags else "kvm_intel" if "vmx" in flags else None
     if module is None:
         return KvmLoader(None, None, "the CPU offers neither svm nor vmx: L2 runs with TCG")
+    if spec.mode is Mode.VM and module == "kvm_amd":
+        return KvmLoader(module, None)  # the L1 init is loading it: wait in finish_kvm()
     argv = ["modprobe", *(["-d", spec.modules_root] if spec.modules_root else []), module]
     child = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
@@ -154,6 +168,8 @@ def finish_kvm(loader: KvmLoader) -> tuple[bool, str]:
     """Whether L2 can use KVM here (after the loader finished), and why not."""
     if loader.reason:
         return False, loader.reason
+    if loader.module is not None and loader.child is None and not _wait_for_dev_kvm(KVM_WAIT):
+        return False, f"{loader.module} did not give /dev/kvm within {KVM_WAIT:.0f} s: L2 uses TCG"
     if loader.child is not None:
         try:
             out, _ = loader.child.communicate(timeout=60)

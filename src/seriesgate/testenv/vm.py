@@ -32,6 +32,7 @@ L1_SMP = 2
 # "Haswell-noTSX" (no svm/vmx under TCG) to see the TCG fallback. ("max,-svm" made static
 # busybox abort in _dl_get_origin under QEMU 7.2 TCG: not usable.)
 L1_CPU_ENV = "SERIESGATE_L1_CPU"
+L1_APPEND_ENV = "SERIESGATE_L1_APPEND_EXTRA"
 CONSOLE_TAIL = 25
 BOOT_ATTEMPTS = 2
 BOOT_CRASH_SIGNS = ("Kernel panic", "Oops:")
@@ -174,7 +175,9 @@ def run_l1(
     use_va = "1" if spec.use_va else "0"
     conf = "\n".join([nonce, str(results), sys.executable, str(spec_file), use_va]) + "\n"
     append = (
-        "console=ttyS0 panic=-1 quiet mitigations=off sgl1="
+        "console=ttyS0 panic=-1 quiet mitigations=off "
+        + os.environ.get(L1_APPEND_ENV, "")  # e.g. "loglevel=7" to see where boot time goes
+        + " sgl1="
         + base64.b64encode(conf.encode()).decode()
     )
     argv = l1_command(kernel, initrd, append, console, results, memory_mb)
