@@ -109,7 +109,9 @@ def _run_stages(opts: RunOptions, state: RunState) -> None:
     if state.tree.conflict is not None:
         return  # the gate fails on a conflict; nothing to build
     with _stage(state, "build"):
-        state.builds = build_all(state.tree, out_dir=out, each_patch=opts.each_patch)
+        state.builds = build_all(
+            state.tree, out_dir=out, each_patch=opts.each_patch, series_set=state.series_set
+        )
     if state.builds.patched is None or not state.builds.patched.ok:
         return  # the gate fails on a build failure; nothing to test
     with _stage(state, "testenv"):
