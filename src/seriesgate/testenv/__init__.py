@@ -41,6 +41,11 @@ def prepare(mode: Mode | None = None) -> TestEnv:
         reason = f"asked for host mode: {why}"
     else:
         reason = f"asked for VM mode ({reason})" if auto is Mode.VM else "asked for VM mode"
+    if mode is Mode.VM and not probe.l1_qemu:
+        raise InfraError(
+            "VM mode needs Debian's qemu-system-x86_64 to run the L1 test VM",
+            hint="run `bash ci/setup-host.sh` (package qemu-system-x86)",
+        )
     built = assets.ensure_assets()
     if mode is Mode.HOST:
         l1_kvm = probe.kvm == "usable"
