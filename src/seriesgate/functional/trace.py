@@ -262,12 +262,21 @@ def iova_layout(events: list[TraceEvent]) -> IovaLayout:
 
 
 def ram_bytes_mapped_per_start(events: list[TraceEvent]) -> list[int]:
-    """Bytes of guest RAM mapped after each ``vhost_vdpa_dev_start started: 1`` (until the next)."""
+    """Bytes of guest RAM mapped in each device start cycle.
+
+    A cycle begins at the first ``vhost_vdpa_dev_start started: 1`` after a stop (the
+    data-queue and CVQ vhost devices each trace one start; the memory listener maps guest
+    RAM when the last one starts).
+    """
     ram_vaddrs = {ev.int("vaddr") for ev in select(events, "vhost_vdpa_listener_region_add")}
     totals: list[int] = []
+    running = False
     for ev in events:
-        if ev.name == "vhost_vdpa_dev_start" and ev.fields.get("started") == 1:
-            totals.append(0)
+        if ev.name == "vhost_vdpa_dev_start":
+            started = ev.fields.get("started") == 1
+            if started and not running:
+                totals.append(0)
+            running = started
         elif ev.name == "vhost_vdpa_dma_map" and totals:
             (rng,) = dma_maps([ev])
             if rng.uaddr in ram_vaddrs:
