@@ -109,7 +109,7 @@ class Guest:
         """Send ``count`` frames; to the guest's own MAC by default (they loop back).
 
         Own MAC: the L2 image's ``sgpkt send`` (raw frames, counts what returns; its
-        summary is returned). Another MAC: a static neighbour entry maps a peer address to
+        summary is returned). Another MAC: a static ARP entry maps a peer address to
         ``dst_mac`` and ``ping`` emits real unicast frames to it (replies never come; what
         counts is the NIC counters).
         """
@@ -119,7 +119,8 @@ class Guest:
             if not m:
                 raise GuestCommandFailed(f"sgpkt gave no summary: {out[-300:]!r}")
             return {"sent": int(m[1]), "received": int(m[2]), "lost": int(m[3])}
-        self.run(f"ip neigh replace {PEER_IP} lladdr {dst_mac} dev {self.iface} nud permanent")
+        # busybox `ip` has no `neigh add/replace`; its `arp -s` sets a permanent entry.
+        self.run(f"arp -d {PEER_IP} 2>/dev/null; arp -i {self.iface} -s {PEER_IP} {dst_mac}")
         self.run(f"ping -c {count} -i 0.05 -W 1 {PEER_IP} >/dev/null 2>&1; true", timeout=60)
         return None
 
