@@ -12,9 +12,13 @@ import base64
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -181,7 +185,7 @@ def run_l1(
         + base64.b64encode(conf.encode()).decode()
     )
     argv = l1_command(kernel, initrd, append, console, results, memory_mb)
-    with l1_lock("another L1 test VM"):
+    with _sigterm_raises(), l1_lock("another L1 test VM"):
         for attempt in range(1, BOOT_ATTEMPTS + 1):
             status, elapsed = _boot_once(argv, results, nonce, timeout, echo)
             if (
@@ -214,6 +218,27 @@ def run_l1(
         )
     say(STAGE, f"L1 test VM done: exit {status.exit_status} ({elapsed:.1f} s)")
     return status.exit_status
+
+
+class Terminated(InfraError):
+    """SIGTERM arrived while L1 ran (it was killed; results so far are kept)."""
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into an exception so every `finally` reaps L1 (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated("terminated (SIGTERM): the L1 test VM was killed")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _boot_once(
