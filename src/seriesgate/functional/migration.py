@@ -226,6 +226,7 @@ def migrate(
                 status = str(st)
         if status:
             break
+        source.check_alive("during the migration")  # an exit ends the wait at once
         if time.monotonic() > deadline:
             where = "\n".join(
                 f"--- {vm.name} threads (gdb):\n{thread_stacks(vm.pid)}"
