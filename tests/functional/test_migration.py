@@ -72,9 +72,12 @@ class MigrationBase(VdpaTest):
         self.measurements["large_mem_mb"] = self.large_mem
         self.started = time.monotonic()
         self.records = 0
+        self.boot_resets: list[str] = []  # L2 resets in early boot, retried once (recorded)
 
     def tearDown(self) -> None:
         self.measurements["test_seconds"] = round(time.monotonic() - self.started, 1)
+        if self.boot_resets:
+            self.measurements["boot_resets_retried"] = self.boot_resets
         super().tearDown()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -99,6 +102,7 @@ class MigrationBase(VdpaTest):
             firmware_dirs=self.firmware_dirs,
             log=self.log,
             boot_timeout=self.boot_timeout,
+            boot_resets=self.boot_resets,
         )
         self.machines.append(guest.machine)  # reaped by VdpaTest.tearDown, also on failure
         self.agents.append(guest.agent)

@@ -336,6 +336,13 @@ def guest_args(
     return args
 
 
+BOOT_RESET_RETRIES = 1
+
+
+class GuestResetAtBoot(QemuExited):
+    """The L2 guest reset before its agent came up (QEMU exits 0 under ``-no-reboot``)."""
+
+
 def launch_l2(
     binary: Path,
     workdir: Path,
@@ -348,13 +355,51 @@ def launch_l2(
     firmware_dirs: Sequence[Path] = (),
     log: logging.Logger | None = None,
     boot_timeout: float | None = None,
+    boot_resets: list[str] | None = None,
 ) -> Guest:
     """Launch one side of a migration pair (traced with :data:`DEST_TRACE_EVENTS`).
 
     The source's guest is booted, its agent answers and its NIC is up when this returns;
     the destination (``incoming``) waits for the migration. The caller shuts it down
     (``guest.machine.shutdown()``, ``guest.agent.close()``) also when this raises.
+
+    Nested KVM under a TCG test VM occasionally resets an L2 guest in early boot, before
+    any console output, on baseline and patched alike; such a boot is retried once and
+    recorded in ``boot_resets`` (never silently). Any other exit fails at once.
     """
+    for attempt in range(BOOT_RESET_RETRIES + 1):
+        vm_name = name if attempt == 0 else f"{name}-boot{attempt + 1}"
+        guest = _launch_once(binary, workdir, vm_name, env, device, spec, incoming=incoming,
+                             firmware_dirs=firmware_dirs, log=log)  # fmt: skip
+        if incoming:
+            return guest
+        try:
+            _boot(guest, spec, boot_timeout)
+            return guest
+        except GuestResetAtBoot as exc:
+            guest.agent.close()
+            guest.machine.shutdown()
+            if boot_resets is not None:
+                boot_resets.append(str(exc).splitlines()[0])
+            if attempt == BOOT_RESET_RETRIES:
+                raise
+            if log is not None:
+                log.warning("%s: guest reset during boot, retrying once: %s", vm_name, exc)
+    raise AssertionError("unreachable")
+
+
+def _launch_once(
+    binary: Path,
+    workdir: Path,
+    name: str,
+    env: VdpaEnvironment,
+    device: VdpaDevice,
+    spec: GuestSpec,
+    *,
+    incoming: bool,
+    firmware_dirs: Sequence[Path],
+    log: logging.Logger | None,
+) -> Guest:
     workdir.mkdir(parents=True, exist_ok=True)
     agent_socket = Path(f"/tmp/sg-agent-{os.getpid()}-{name}-{time.monotonic_ns() & 0xFFFFFF:x}")
     vm = VdpaMachine(
@@ -376,17 +421,27 @@ def launch_l2(
     )
     guest = Guest(vm, GuestAgent(agent_socket, log=workdir / f"{name}.agent.log"), device)
     vm.launch()
-    if not incoming:
-        try:
-            guest.wait_ready(boot_timeout or (120.0 if spec.kvm else 400.0))
-        except AgentError:
-            # A lost agent connection usually means QEMU is exiting: say how it ended.
-            deadline = time.monotonic() + 3.0
-            while vm.is_running() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            vm.check_alive("booting the guest")
-            raise
-        vm.check_vhost()
-        guest.find_iface()
-        guest.link_up()
     return guest
+
+
+def _boot(guest: Guest, spec: GuestSpec, boot_timeout: float | None) -> None:
+    vm = guest.machine
+    try:
+        guest.wait_ready(boot_timeout or (120.0 if spec.kvm else 400.0))
+    except (AgentError, QemuExited) as exc:
+        # A lost agent connection usually means QEMU is exiting: say how it ended.
+        deadline = time.monotonic() + 3.0
+        while vm.is_running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not vm.is_running():
+            vm.shutdown()
+            if vm.exitcode == 0 and vm.crash is None:
+                raise GuestResetAtBoot(
+                    f"{vm.name}: the guest reset before its agent answered (QEMU exit 0 "
+                    f"under -no-reboot)"
+                ) from exc
+        vm.check_alive("booting the guest")
+        raise
+    vm.check_vhost()
+    guest.find_iface()
+    guest.link_up()
