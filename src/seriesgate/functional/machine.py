@@ -251,8 +251,14 @@ class VdpaMachine:
                 f"backtrace:\n  {frames}\n{self.failure_context()}",
                 self.crash,
             )
+        why = (
+            " (status 0 under -no-reboot: the guest reset or powered off, e.g. a triple fault"
+            " or a panic; see the console)"
+            if rc == 0 and "-no-reboot" in self.args
+            else ""
+        )
         raise QemuExited(
-            f"{self.name}: QEMU exited with status {rc}{what}\n{self.failure_context()}"
+            f"{self.name}: QEMU exited with status {rc}{what}{why}\n{self.failure_context()}"
         )
 
     def _on_exit(self, rc: int) -> None:
