@@ -311,3 +311,17 @@ def test_l1_lock_lets_a_waiter_in_before_the_holder_comes_back(
     for t in threads:
         t.join(10)
     assert order == ["B", "A again"]
+
+
+def test_console_reason_names_the_l1_kernel_panic() -> None:
+    # Captured from a real L1 crash (nested KVM under TCG, run of 2026-11-26).
+    from seriesgate.testenv.vm import console_reason
+
+    tail = (
+        "[ 1254.767136] Kernel panic - not syncing: corrupted stack end detected inside scheduler\n"
+        "[ 1254.780815]  ? kvm_arch_vcpu_ioctl_run+0x262/0x1760 [kvm]\n"
+    )
+    assert console_reason(tail) == (
+        "Kernel panic - not syncing: corrupted stack end detected inside scheduler"
+    )
+    assert console_reason("[ 1.0] all quiet\n") == ""

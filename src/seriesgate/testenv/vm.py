@@ -210,14 +210,33 @@ def run_l1(
         )
     if status.exit_status is None:
         qemu_out = proc.tail(qemu_log.read_text(errors="replace"), 5)
+        tail_text = proc.tail(console.read_text(errors="replace"), CONSOLE_TAIL)
+        # The whole tail goes to stderr; the error itself stays one line.
+        print(f"[{STAGE}] L1 console tail:\n{tail_text}", file=sys.stderr)
+        reason = console_reason(tail_text) or (qemu_out.splitlines()[-1] if qemu_out else "")
         raise InfraError(
-            f"L1 test VM ended after {elapsed:.0f} s without the command's exit status; "
-            f"console tail:\n{proc.tail(console.read_text(errors='replace'), CONSOLE_TAIL)}"
-            + (f"\nqemu: {qemu_out}" if qemu_out else ""),
+            f"L1 test VM ended after {elapsed:.0f} s without the command's exit status"
+            + (f": {reason}" if reason else ""),
             hint=f"console log: {console}",
         )
     say(STAGE, f"L1 test VM done: exit {status.exit_status} ({elapsed:.1f} s)")
     return status.exit_status
+
+
+_CRASH_MARKERS = ("Kernel panic", "BUG:", "Oops", "general protection fault", "watchdog:")
+
+
+def console_reason(tail_text: str) -> str:
+    """The console line that says why L1 died (a panic, BUG or Oops), "" when none does.
+
+    >>> console_reason("[ 1.0] x\\n[ 2.0] Kernel panic - not syncing: corrupted stack end\\n")
+    'Kernel panic - not syncing: corrupted stack end'
+    """
+    for line in tail_text.splitlines():
+        for marker in _CRASH_MARKERS:
+            if marker in line:
+                return line[line.index(marker) :].strip()[:200]
+    return ""
 
 
 class Terminated(InfraError):
