@@ -2,13 +2,19 @@
 
 vdpa_sim_net filters received unicast frames by the MAC in its config space, so frames
 to the new MAC only loop back when the CVQ command really reached the device.
+
+The filter compares MACs with ``strncmp`` (vdpa_sim_net.c ``receive_filter``), which stops
+at the first zero byte: for QEMU-style ``52:54:00:...`` addresses only the first two bytes
+count. The new MAC therefore differs from the old one in its first byte and has no zero
+byte, so both the positive (new MAC loops back) and the negative check (old MAC dropped)
+mean something.
 """
 
 from __future__ import annotations
 
 from seriesgate.functional.test import VdpaTest, hex_mac
 
-NEW_MAC = "52:54:00:ab:cd:ef"
+NEW_MAC = "02:11:22:33:44:55"  # locally administered, no zero byte
 
 
 class CvqMac(VdpaTest):
