@@ -119,3 +119,26 @@ def test_ram_bytes_mapped_per_start() -> None:
     # Two vhost devices start (data queues, then CVQ): one cycle; the RAM is mapped once,
     # after the second start: 0xc3000 + 0x25000 + 0x8000 + 0x10000 + 0xff00000 + 0x40000.
     assert totals == [0x10000000 + 0x40000]  # 256 MiB of RAM + the 256 KiB BIOS ROM
+
+
+UNPLUG10 = DATA / "qemu-10.0.13-baseline-unplug.trace"
+REBOOT10 = DATA / "qemu-10.0.13-baseline-reboot2.trace"
+
+
+def test_qemu10_unplug_unmaps_everything() -> None:
+    events = read_trace(UNPLUG10)
+    maps = dma_maps(events)
+    assert {m.asid for m in maps} == {0, 1}  # guest RAM in asid 0, the shadow CVQ in asid 1
+    assert unmatched_maps(events) == []
+    layout = iova_layout(events)
+    assert layout.ram and layout.ram_not_at_gpa == []  # passthrough: IOVA == GPA
+    assert all(m.asid == 1 for m in layout.other)
+    assert not layout.overlaps
+
+
+def test_qemu10_reboots_remap_guest_ram() -> None:
+    events = read_trace(REBOOT10)
+    totals = ram_bytes_mapped_per_start(events)
+    assert len(totals) >= 3
+    assert len(set(totals)) == 1 and totals[0] >= 256 << 20
+    assert all(e.timestamp is not None for e in events)
