@@ -25,6 +25,9 @@ from seriesgate import progress
 from seriesgate.errors import EXIT_GATE_FAILS, EXIT_PASS, EXIT_UNDECIDED, SeriesgateError
 from seriesgate.paths import results_root
 
+# Bound on one build's Avocado job inside one test-VM boot (CI has 90 min for everything).
+FUNCTIONAL_TIMEOUT_PER_BUILD = 35 * 60.0
+
 
 @dataclass
 class RunOptions:
@@ -93,7 +96,6 @@ def _run_stages(opts: RunOptions, state: RunState) -> None:
     # Imported here so that `seriesgate --help` stays fast and each stage stays optional
     # for the commands that do not need it.
     from seriesgate.build import build_all
-    from seriesgate.functional.runner import run_functional
     from seriesgate.series import fetch_series_set
     from seriesgate.testenv import prepare
     from seriesgate.tree import format_table, prepare_tree
@@ -117,12 +119,48 @@ def _run_stages(opts: RunOptions, state: RunState) -> None:
     with _stage(state, "testenv"):
         state.env = prepare(_mode(opts.env_mode))
     with _stage(state, "functional"):
-        state.functional = run_functional(
-            state.builds, state.env, results_dir=out / "functional", tags=opts.tags or None
-        )
+        state.functional = _functional_per_build(opts, state)
     if opts.bisect:
         with _stage(state, "bisect"):
             state.bisect = _bisect_regressions(state)
+
+
+def _functional_per_build(opts: RunOptions, state: RunState) -> Any:
+    """One test-VM boot per build, each retried once when the VM itself fails.
+
+    A separate L1 per build keeps each L1's life short (nested KVM under TCG has
+    crashed L1 after ~20 min) and lets one build's results survive the other's
+    infrastructure failure; a retry is recorded, never hidden.
+    """
+    from seriesgate.functional.model import FunctionalResults
+    from seriesgate.functional.runner import run_functional
+
+    outcomes: list[Any] = []
+    job_dirs: list[Path] = []
+    facts: dict[str, Any] = {"l1_retries": []}
+    for build in ("baseline", "patched"):
+        for attempt in (1, 2):
+            results_dir = state.results_dir / f"functional-{build}" / f"attempt-{attempt}"
+            try:
+                result = run_functional(
+                    state.builds,
+                    state.env,
+                    results_dir=results_dir,
+                    tags=opts.tags or None,
+                    builds=(build,),
+                    timeout=FUNCTIONAL_TIMEOUT_PER_BUILD,
+                )
+            except SeriesgateError as exc:
+                if attempt == 2:
+                    raise
+                facts["l1_retries"].append({"build": build, "error": str(exc)})
+                progress.say("run", f"{build}: test environment failed ({exc}); retrying once")
+                continue
+            outcomes += result.outcomes
+            job_dirs += result.job_dirs
+            facts.update({k: v for k, v in result.env.items() if k != "l1_retries"})
+            break
+    return FunctionalResults(outcomes=tuple(outcomes), job_dirs=tuple(job_dirs), env=facts)
 
 
 def _mode(name: str | None) -> Any:

@@ -190,6 +190,7 @@ def run_functional(
     firmware_dirs: Sequence[Path] | None = None,
     tests: Sequence[str] = (),
     use_va: bool = False,
+    timeout: float = ENV_TIMEOUT,
 ) -> FunctionalResults:
     """Run the functional tests on ``builds`` inside ``env``; results under ``results_dir``.
 
@@ -219,7 +220,7 @@ def run_functional(
         argv.append("--no-retry")
     with step("functional", f"Avocado on {', '.join(binaries)} in the test environment"):
         rc = run_in_env(
-            env, argv, results_dir=results_dir, devices=2, timeout=ENV_TIMEOUT, use_va=use_va
+            env, argv, results_dir=results_dir, devices=2, timeout=timeout, use_va=use_va
         )
     if not (results_dir / "jobs.json").exists():
         raise InfraError(
