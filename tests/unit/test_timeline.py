@@ -92,3 +92,13 @@ def test_record_round_trips_through_json(tmp_path: Path) -> None:
     rec.write(tmp_path / "m.json")
     again = MigrationRecord.from_json(json.loads((tmp_path / "m.json").read_text()))
     assert again.events == rec.events and again.downtime_ms == 820.0 and again.total_ms == 9760.0
+
+
+def test_svq_destination_maps_at_tree_allocated_iovas() -> None:
+    """x-svq=on at the destination only (baseline 10.0.13): guest RAM goes through the iova tree."""
+    tl = record("baseline-svq-dest").timeline()
+    assert len(tl.maps) == 6
+    assert not [mp for mp in tl.maps if mp.iova == mp.gpa]  # no GPA = IOVA section
+    ram = max(tl.maps, key=lambda mp: mp.size)
+    assert ram.gpa == 0x100000 and ram.iova != ram.gpa
+    assert {mp.phase for mp in tl.maps} == {Phase.RESUME_TO_DEVICE_START}

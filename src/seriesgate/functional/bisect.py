@@ -143,19 +143,25 @@ def bisect_regressions(
             return passed, outcome.fail_reason
 
         result = first_bad(patches, probe)
-        subject = next((p.subject for p in patches if p.index == result.first_bad), None)
+        named = result.first_bad
+        if named is None and len(result.skipped) == 1:
+            # Every built patch passes and only one (unbuilt as posted, e.g. fixed up for the
+            # base) remains before "patched": that patch is the culprit, say how we know.
+            named = result.skipped[0]
+        subject = next((p.subject for p in patches if p.index == named), None)
         found.append(
             {
                 "test": reg.name,
-                "first_bad_patch_index": result.first_bad,
+                "first_bad_patch_index": named,
                 "subject": subject,
                 "evidence": {
                     "last_good_patch_index": result.last_good,
                     "skipped_unbuilt": result.skipped,
+                    "by_elimination": named != result.first_bad,
                     "probes": result.probes,
                     "patched_fail_reason": reg.fail_reason,
                 },
             }
         )
-        progress.say("bisect", f"{reg.name}: first bad patch {result.first_bad} ({subject})")
+        progress.say("bisect", f"{reg.name}: first bad patch {named} ({subject})")
     return found
