@@ -25,6 +25,8 @@ from seriesgate.testenv.model import TestEnv
 DEFAULT_BUILDS = ("baseline", "patched")
 # Budget for one L1 boot running every job: single-VM + migration suites on two builds.
 ENV_TIMEOUT = 3 * 3600.0
+# L1 RAM for functional runs: two pinned 1 GiB guests (the migration overrun case) plus L1's own.
+L1_MEMORY_MB = 3072
 
 
 def binaries_of(
@@ -191,6 +193,7 @@ def run_functional(
     tests: Sequence[str] = (),
     use_va: bool = False,
     timeout: float = ENV_TIMEOUT,
+    l1_memory_mb: int = L1_MEMORY_MB,
 ) -> FunctionalResults:
     """Run the functional tests on ``builds`` inside ``env``; results under ``results_dir``.
 
@@ -220,7 +223,13 @@ def run_functional(
         argv.append("--no-retry")
     with step("functional", f"Avocado on {', '.join(binaries)} in the test environment"):
         rc = run_in_env(
-            env, argv, results_dir=results_dir, devices=2, timeout=timeout, use_va=use_va
+            env,
+            argv,
+            results_dir=results_dir,
+            devices=2,
+            timeout=timeout,
+            use_va=use_va,
+            memory_mb=l1_memory_mb,
         )
     if not (results_dir / "jobs.json").exists():
         raise InfraError(
