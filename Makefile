@@ -49,7 +49,7 @@ check-unit: venv
 # inside the test environment. Passes when the gate reached a verdict (pass or fail):
 # a QEMU defect found by a test is a finding in the report, not a broken tool.
 check-functional: venv
-	$(BIN)/seriesgate run --check-tool --tags $(or $(TAGS),$(CHECK_TAGS)) $(ARGS)
+	$(BIN)/seriesgate run --check-tool --bisect-max 1 --tags $(or $(TAGS),$(CHECK_TAGS)) $(ARGS)
 
 bench: venv
 	$(BIN)/seriesgate bench $(ARGS)

@@ -39,6 +39,7 @@ class RunOptions:
     env_mode: str | None = None  # "host" | "vm" | None (automatic)
     each_patch: bool = True
     bisect: bool = True
+    bisect_max: int = 2  # regressed tests bisected per run (each probe boots guests)
     out: Path | None = None
 
 
@@ -122,7 +123,7 @@ def _run_stages(opts: RunOptions, state: RunState) -> None:
         state.functional = _functional_per_build(opts, state)
     if opts.bisect:
         with _stage(state, "bisect"):
-            state.bisect = _bisect_regressions(state)
+            state.bisect = _bisect_regressions(state, opts.bisect_max)
 
 
 def _functional_per_build(opts: RunOptions, state: RunState) -> Any:
@@ -171,12 +172,16 @@ def _mode(name: str | None) -> Any:
     return Mode(name)
 
 
-def _bisect_regressions(state: RunState) -> list[dict[str, Any]]:
+def _bisect_regressions(state: RunState, max_tests: int) -> list[dict[str, Any]]:
     """For each test that regressed on patched, find the first patch where it fails."""
     from seriesgate.functional.bisect import bisect_regressions
 
     found: list[dict[str, Any]] = bisect_regressions(
-        state.builds, state.env, state.functional, results_dir=state.results_dir / "bisect"
+        state.builds,
+        state.env,
+        state.functional,
+        results_dir=state.results_dir / "bisect",
+        max_tests=max_tests,
     )
     return found
 
@@ -245,6 +250,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         env_mode=args.env,
         each_patch=not args.no_each_patch,
         bisect=not args.no_bisect,
+        bisect_max=args.bisect_max,
         out=args.out,
     )
     if opts.mbox is not None and not opts.mbox.is_file():
@@ -279,6 +285,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--env", choices=("host", "vm"), help="test environment (default: auto)")
     p.add_argument("--no-each-patch", action="store_true", help="skip every-patch builds")
     p.add_argument("--no-bisect", action="store_true", help="do not bisect regressions")
+    p.add_argument(
+        "--bisect-max", type=int, default=2, help="regressed tests to bisect (default 2)"
+    )
     p.add_argument("--out", type=Path, help="results directory (default: results/<time>-<id>)")
     p.add_argument(
         "--check-tool",
