@@ -159,7 +159,12 @@ def _functional_per_build(opts: RunOptions, state: RunState) -> Any:
                 continue
             outcomes += result.outcomes
             job_dirs += result.job_dirs
-            facts.update({k: v for k, v in result.env.items() if k != "l1_retries"})
+            lost = result.env.get("l1_failure_after_first_jobs")
+            if lost:
+                facts["l1_retries"].append({"build": build, "error": lost, "kept": "first job"})
+            facts.update(
+                {k: v for k, v in result.env.items() if k != "l1_failure_after_first_jobs"}
+            )
             break
     return FunctionalResults(outcomes=tuple(outcomes), job_dirs=tuple(job_dirs), env=facts)
 

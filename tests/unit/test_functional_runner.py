@@ -65,3 +65,19 @@ def test_binaries_of_mapping_requires_every_build() -> None:
         binaries_of({"baseline": Path("/x")}, ("baseline", "patched"))
     found, fw = binaries_of({"baseline": Path("/x")}, ("baseline",))
     assert found == {"baseline": Path("/x")} and fw == ()
+
+
+def test_first_jobs_done_needs_every_builds_finished_job(tmp_path: Path) -> None:
+    # After a test-VM crash the host keeps a build's results only when its job finished.
+    from seriesgate.functional.runner import _first_jobs_done
+
+    jobs_json = tmp_path / "jobs.json"
+    builds = {"baseline": Path("/q")}
+    assert not _first_jobs_done(jobs_json, builds)
+    job = tmp_path / "baseline" / "job-1"
+    job.mkdir(parents=True)
+    jobs_json.write_text(json.dumps({"builds": {"baseline": {"job": str(job)}}}))
+    assert not _first_jobs_done(jobs_json, builds)  # the VM died before results.json
+    (job / "results.json").write_text("{}")
+    assert _first_jobs_done(jobs_json, builds)
+    assert not _first_jobs_done(jobs_json, {**builds, "patched": Path("/q")})

@@ -130,9 +130,15 @@ def run_builds(
         job, rc = run_job(argv, results_dir / name, job_timeout)
         entry: dict[str, Any] = {"qemu_bin": str(qemu_bin), "job": str(job) if job else None}
         entry["rc"] = rc
+        index["builds"][name] = entry
+        # Written before the retry too: if the test VM dies during the retry, the first
+        # job's results still count (the host side reads this file after the VM is gone).
+        (results_dir / "jobs.json").write_text(json.dumps(index, indent=2) + "\n")
         if job is not None and retry and (job / "results.json").exists():
             refs = failed_test_refs(job)
             if refs:
+                entry["retry_pending"] = True
+                (results_dir / "jobs.json").write_text(json.dumps(index, indent=2) + "\n")
                 print(
                     f"[functional] {name}: retrying {len(refs)} failed test(s) ...", file=sys.stderr
                 )
@@ -147,6 +153,7 @@ def run_builds(
                 rjob, rrc = run_job(argv, results_dir / f"{name}-retry", job_timeout)
                 entry["retry_job"] = str(rjob) if rjob else None
                 entry["retry_rc"] = rrc
+                entry.pop("retry_pending")
         entry["wall_s"] = round(time.monotonic() - start, 1)
         print(f"[functional] {name}: done ({entry['wall_s']} s)", file=sys.stderr, flush=True)
         index["builds"][name] = entry

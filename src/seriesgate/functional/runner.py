@@ -180,6 +180,17 @@ def collect(results_dir: Path) -> tuple[list[TestOutcome], list[Path]]:
     return outcomes, jobs
 
 
+def _first_jobs_done(jobs_json: Path, builds: Mapping[str, Path]) -> bool:
+    """Whether every build's first Avocado job finished with results (retries may not have)."""
+    if not jobs_json.exists():
+        return False
+    entries = _read_json(jobs_json).get("builds", {})
+    return all(
+        entries.get(b, {}).get("job") and (Path(entries[b]["job"]) / "results.json").exists()
+        for b in builds
+    )
+
+
 def run_functional(
     builds_in: BuildSet | Mapping[str, Path],
     env: TestEnv,
@@ -221,16 +232,25 @@ def run_functional(
         argv += ["--test", test]
     if not retry:
         argv.append("--no-retry")
-    with step("functional", f"Avocado on {', '.join(binaries)} in the test environment"):
-        rc = run_in_env(
-            env,
-            argv,
-            results_dir=results_dir,
-            devices=2,
-            timeout=timeout,
-            use_va=use_va,
-            memory_mb=l1_memory_mb,
-        )
+    env_failure: str | None = None
+    try:
+        with step("functional", f"Avocado on {', '.join(binaries)} in the test environment"):
+            rc = run_in_env(
+                env,
+                argv,
+                results_dir=results_dir,
+                devices=2,
+                timeout=timeout,
+                use_va=use_va,
+                memory_mb=l1_memory_mb,
+            )
+    except InfraError as exc:
+        # The test VM died (nested KVM under TCG has panicked L1). Whatever jobs finished
+        # before that still stand; with none finished the caller decides (retry, undecided).
+        if not _first_jobs_done(results_dir / "jobs.json", binaries):
+            raise
+        env_failure = str(exc)
+        rc = -1
     if not (results_dir / "jobs.json").exists():
         raise InfraError(
             f"the functional jobs did not run in the test environment (exit {rc})",
@@ -238,6 +258,7 @@ def run_functional(
         )
     outcomes, jobs = collect(results_dir)
     facts: dict[str, Any] = {
+        "l1_failure_after_first_jobs": env_failure,
         "mode": str(env.mode),
         "kernel": env.kernel_version,
         "l1_kvm": env.l1_kvm,
