@@ -27,6 +27,10 @@ from seriesgate.paths import results_root
 
 # Bound on one build's Avocado job inside one test-VM boot (CI has 90 min for everything).
 FUNCTIONAL_TIMEOUT_PER_BUILD = 35 * 60.0
+# The test VM (nested KVM under TCG) has panicked after 11-20 min of uptime: a build whose
+# VM died before its job finished gets another boot, while the functional budget lasts.
+L1_ATTEMPTS = 3
+FUNCTIONAL_BUDGET = 50 * 60.0
 
 
 @dataclass
@@ -127,7 +131,7 @@ def _run_stages(opts: RunOptions, state: RunState) -> None:
 
 
 def _functional_per_build(opts: RunOptions, state: RunState) -> Any:
-    """One test-VM boot per build, each retried once when the VM itself fails.
+    """One test-VM boot per build, booted again when the VM itself fails (bounded).
 
     A separate L1 per build keeps each L1's life short (nested KVM under TCG has
     crashed L1 after ~20 min) and lets one build's results survive the other's
@@ -139,8 +143,9 @@ def _functional_per_build(opts: RunOptions, state: RunState) -> Any:
     outcomes: list[Any] = []
     job_dirs: list[Path] = []
     facts: dict[str, Any] = {"l1_retries": []}
+    deadline = time.monotonic() + FUNCTIONAL_BUDGET
     for build in ("baseline", "patched"):
-        for attempt in (1, 2):
+        for attempt in range(1, L1_ATTEMPTS + 1):
             results_dir = state.results_dir / f"functional-{build}" / f"attempt-{attempt}"
             try:
                 result = run_functional(
@@ -152,10 +157,10 @@ def _functional_per_build(opts: RunOptions, state: RunState) -> Any:
                     timeout=FUNCTIONAL_TIMEOUT_PER_BUILD,
                 )
             except SeriesgateError as exc:
-                if attempt == 2:
+                if attempt == L1_ATTEMPTS or time.monotonic() > deadline:
                     raise
                 facts["l1_retries"].append({"build": build, "error": str(exc)})
-                progress.say("run", f"{build}: test environment failed ({exc}); retrying once")
+                progress.say("run", f"{build}: test environment failed ({exc}); trying again")
                 continue
             outcomes += result.outcomes
             job_dirs += result.job_dirs
