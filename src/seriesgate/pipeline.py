@@ -142,7 +142,7 @@ def _functional_per_build(opts: RunOptions, state: RunState) -> Any:
 
     outcomes: list[Any] = []
     job_dirs: list[Path] = []
-    facts: dict[str, Any] = {"l1_retries": []}
+    facts: dict[str, Any] = {"l1_retries": [], "notes": []}
     deadline = time.monotonic() + FUNCTIONAL_BUDGET
     for build in ("baseline", "patched"):
         for attempt in range(1, L1_ATTEMPTS + 1):
@@ -160,6 +160,7 @@ def _functional_per_build(opts: RunOptions, state: RunState) -> Any:
                 if attempt == L1_ATTEMPTS or time.monotonic() > deadline:
                     raise
                 facts["l1_retries"].append({"build": build, "error": str(exc)})
+                facts["notes"].append(f"test VM failed during the {build} job, booted again: {exc}")
                 progress.say("run", f"{build}: test environment failed ({exc}); trying again")
                 continue
             outcomes += result.outcomes
@@ -167,8 +168,16 @@ def _functional_per_build(opts: RunOptions, state: RunState) -> Any:
             lost = result.env.get("l1_failure_after_first_jobs")
             if lost:
                 facts["l1_retries"].append({"build": build, "error": lost, "kept": "first job"})
+                facts["notes"].append(
+                    f"test VM failed during the {build} retry job; first results kept: {lost}"
+                )
+            facts["notes"] += result.env.get("notes", [])
             facts.update(
-                {k: v for k, v in result.env.items() if k != "l1_failure_after_first_jobs"}
+                {
+                    k: v
+                    for k, v in result.env.items()
+                    if k not in ("l1_failure_after_first_jobs", "notes")
+                }
             )
             break
     return FunctionalResults(outcomes=tuple(outcomes), job_dirs=tuple(job_dirs), env=facts)
