@@ -139,6 +139,7 @@ def _functional_per_build(opts: RunOptions, state: RunState) -> Any:
     """
     from seriesgate.functional.model import FunctionalResults
     from seriesgate.functional.runner import run_functional
+    from seriesgate.testenv.vm import Terminated  # SIGTERM: stop, never boot again
 
     outcomes: list[Any] = []
     job_dirs: list[Path] = []
@@ -157,7 +158,11 @@ def _functional_per_build(opts: RunOptions, state: RunState) -> Any:
                     timeout=FUNCTIONAL_TIMEOUT_PER_BUILD,
                 )
             except SeriesgateError as exc:
-                if attempt == L1_ATTEMPTS or time.monotonic() > deadline:
+                if (
+                    isinstance(exc, Terminated)
+                    or attempt == L1_ATTEMPTS
+                    or time.monotonic() > deadline
+                ):
                     raise
                 facts["l1_retries"].append({"build": build, "error": str(exc)})
                 facts["notes"].append(f"test VM failed during the {build} job, booted again: {exc}")
