@@ -127,7 +127,20 @@ def _run_stages(opts: RunOptions, state: RunState) -> None:
         state.functional = _functional_per_build(opts, state)
     if opts.bisect:
         with _stage(state, "bisect"):
-            state.bisect = _bisect_regressions(state, opts.bisect_max)
+            try:
+                state.bisect = _bisect_regressions(state, opts.bisect_max)
+            except SeriesgateError as exc:
+                # Bisecting only locates a regression the tests already found: its failure
+                # is reported, and the verdict still stands on the functional results.
+                progress.say("bisect", f"bisect failed: {exc}")
+                state.bisect = [
+                    {
+                        "test": "(bisect)",
+                        "first_bad_patch_index": None,
+                        "subject": None,
+                        "evidence": {"error": str(exc)},
+                    }
+                ]
 
 
 def _functional_per_build(opts: RunOptions, state: RunState) -> Any:
