@@ -143,61 +143,92 @@ def _run_stages(opts: RunOptions, state: RunState) -> None:
                 ]
 
 
-def _functional_per_build(opts: RunOptions, state: RunState) -> Any:
-    """One test-VM boot per build, booted again when the VM itself fails (bounded).
+_TAGS_LINE = re.compile(r":avocado:\s*tags=([^\s\"']+)")
 
-    A separate L1 per build keeps each L1's life short (nested KVM under TCG has
-    crashed L1 after ~20 min) and lets one build's results survive the other's
-    infrastructure failure; a retry is recorded, never hidden.
+
+def test_groups(files: list[Path], tags: tuple[str, ...]) -> list[Path]:
+    """The test files that hold a test with one of ``tags`` (Avocado ORs repeated ``-t``).
+
+    Each file runs in its own test-VM boot, so files without a matching test are left out
+    rather than booting a VM for nothing.
     """
+    if not tags:
+        return list(files)
+    wanted = set(tags)
+    return [
+        f
+        for f in files
+        if any(wanted & set(m.group(1).split(",")) for m in _TAGS_LINE.finditer(f.read_text()))
+    ]
+
+
+def _functional_per_build(opts: RunOptions, state: RunState) -> Any:
+    """One test-VM boot per build and test file, booted again when the VM fails (bounded).
+
+    Short-lived test VMs: nested KVM under TCG has panicked L1 after 340-1254 s of uptime,
+    so one file per boot keeps each boot short and one boot's failure costs only that
+    file. Every re-boot is recorded in the report, never hidden; a file whose VM failed
+    every attempt leaves the run undecided, with everything else reported.
+    """
+    from seriesgate.functional.jobs import test_files
     from seriesgate.functional.model import FunctionalResults
     from seriesgate.functional.runner import run_functional
+    from seriesgate.paths import PROJECT_ROOT
     from seriesgate.testenv.vm import Terminated  # SIGTERM: stop, never boot again
 
     outcomes: list[Any] = []
     job_dirs: list[Path] = []
     facts: dict[str, Any] = {"l1_retries": [], "notes": []}
+    not_run: list[str] = []
     deadline = time.monotonic() + FUNCTIONAL_BUDGET
+    groups = test_groups(test_files(), opts.tags)
     for build in ("baseline", "patched"):
-        for attempt in range(1, L1_ATTEMPTS + 1):
-            results_dir = state.results_dir / f"functional-{build}" / f"attempt-{attempt}"
-            try:
-                result = run_functional(
-                    state.builds,
-                    state.env,
-                    results_dir=results_dir,
-                    tags=opts.tags or None,
-                    builds=(build,),
-                    timeout=FUNCTIONAL_TIMEOUT_PER_BUILD,
+        for group in groups:
+            label = f"{build} {group.name}"
+            for attempt in range(1, L1_ATTEMPTS + 1):
+                results_dir = (
+                    state.results_dir / f"functional-{build}" / group.stem / f"attempt-{attempt}"
                 )
-            except SeriesgateError as exc:
-                if (
-                    isinstance(exc, Terminated)
-                    or attempt == L1_ATTEMPTS
-                    or time.monotonic() > deadline
-                ):
+                try:
+                    result = run_functional(
+                        state.builds,
+                        state.env,
+                        results_dir=results_dir,
+                        tags=opts.tags or None,
+                        builds=(build,),
+                        tests=(str(group.relative_to(PROJECT_ROOT)),),
+                        timeout=FUNCTIONAL_TIMEOUT_PER_BUILD,
+                    )
+                except Terminated:
                     raise
-                facts["l1_retries"].append({"build": build, "error": str(exc)})
-                facts["notes"].append(f"test VM failed during the {build} job, booted again: {exc}")
-                progress.say("run", f"{build}: test environment failed ({exc}); trying again")
-                continue
-            outcomes += result.outcomes
-            job_dirs += result.job_dirs
-            lost = result.env.get("l1_failure_after_first_jobs")
-            if lost:
-                facts["l1_retries"].append({"build": build, "error": lost, "kept": "first job"})
-                facts["notes"].append(
-                    f"test VM failed during the {build} retry job; first results kept: {lost}"
+                except SeriesgateError as exc:
+                    facts["l1_retries"].append({"job": label, "error": str(exc)})
+                    if attempt == L1_ATTEMPTS or time.monotonic() > deadline:
+                        not_run.append(f"{label}: {exc}")
+                        facts["notes"].append(f"test VM failed for {label}, gave up: {exc}")
+                        break
+                    facts["notes"].append(f"test VM failed for {label}, booted again: {exc}")
+                    progress.say("run", f"{label}: test environment failed ({exc}); again")
+                    continue
+                outcomes += result.outcomes
+                job_dirs += result.job_dirs
+                lost = result.env.get("l1_failure_after_first_jobs")
+                if lost:
+                    facts["l1_retries"].append({"job": label, "error": lost, "kept": "first"})
+                    facts["notes"].append(
+                        f"test VM failed during the {label} retry job; first results kept: {lost}"
+                    )
+                facts["notes"] += result.env.get("notes", [])
+                facts.update(
+                    {
+                        k: v
+                        for k, v in result.env.items()
+                        if k not in ("l1_failure_after_first_jobs", "notes")
+                    }
                 )
-            facts["notes"] += result.env.get("notes", [])
-            facts.update(
-                {
-                    k: v
-                    for k, v in result.env.items()
-                    if k not in ("l1_failure_after_first_jobs", "notes")
-                }
-            )
-            break
+                break
+    if not_run:
+        state.error = "the test VM failed every attempt for: " + "; ".join(not_run)
     return FunctionalResults(outcomes=tuple(outcomes), job_dirs=tuple(job_dirs), env=facts)
 
 

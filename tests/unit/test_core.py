@@ -54,3 +54,16 @@ def test_error_lines_and_exit_codes() -> None:
 def test_run_name_is_safe_for_paths() -> None:
     assert run_name("<a/b;$(x)@example.com>") == "a_b_x_"
     assert run_name(None) == "default"
+
+
+def test_test_groups_pick_the_files_with_a_matching_tag() -> None:
+    # On the project's real functional tests: one test-VM boot per file that has work.
+    from seriesgate.functional.jobs import test_files
+    from seriesgate.pipeline import test_groups
+
+    files = test_files()
+    names = {f.name for f in test_groups(files, ("quick",))}
+    assert {"test_boot_traffic.py", "test_status_bits.py", "test_migration.py"} <= names
+    assert "test_unplug.py" not in names  # slow only
+    assert test_groups(files, ()) == files
+    assert test_groups(files, ("no-such-tag",)) == []

@@ -213,7 +213,10 @@ def run_l1(
         tail_text = proc.tail(console.read_text(errors="replace"), CONSOLE_TAIL)
         # The whole tail goes to stderr; the error itself stays one line.
         print(f"[{STAGE}] L1 console tail:\n{tail_text}", file=sys.stderr)
-        reason = console_reason(tail_text) or (qemu_out.splitlines()[-1] if qemu_out else "")
+        # A panic's backtrace is longer than the tail shown: look further back for its line.
+        reason = console_reason(proc.tail(console.read_text(errors="replace"), 300)) or (
+            qemu_out.splitlines()[-1] if qemu_out else ""
+        )
         raise InfraError(
             f"L1 test VM ended after {elapsed:.0f} s without the command's exit status"
             + (f": {reason}" if reason else ""),
