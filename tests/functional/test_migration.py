@@ -176,7 +176,7 @@ class MigrationBase(VdpaTest):
 
 
 class MigrationCorrectness(MigrationBase):
-    """:avocado: tags=migration,quick,vdpa,cvq,expect:holds-on-both"""
+    """:avocado: tags=migration,core,vdpa,cvq,expect:holds-on-both"""
 
     def test_same_guest_mac_traffic(self) -> None:
         """Source postmigrate, destination running, same guest, CVQ MAC kept, traffic flows."""
@@ -239,7 +239,7 @@ class MigrationPingPong(MigrationBase):
 
 
 class MigrationSvqDestination(MigrationBase):
-    """:avocado: tags=migration,quick,svq,claim:svq-iova-tree,expect:holds-on-both"""
+    """:avocado: tags=migration,core,svq,claim:svq-iova-tree,expect:holds-on-both"""
 
     def _check(self, svq_source: bool) -> dict[str, Any]:
         src, dst, rec = self.migrate_pair(self.spec(svq=svq_source), self.spec(svq=True))
@@ -266,7 +266,7 @@ class MigrationSvqDestination(MigrationBase):
 
 
 class MigrationMapOrdering(MigrationBase):
-    """:avocado: tags=migration,quick,ordering,claim:map-at-load-setup,expect:fixed-by-series"""
+    """:avocado: tags=migration,core,ordering,claim:map-at-load-setup,expect:fixed-by-series"""
 
     def test_maps_before_switchover(self) -> None:
         """Guest RAM is mapped while the source still runs; none inside the downtime."""
@@ -431,7 +431,7 @@ class MigrationDestinationFaults(MigrationBase):
 
 
 class MigrationAfterIntrospection(MigrationBase):
-    """:avocado: tags=migration,quick,expect:holds-on-both"""
+    """:avocado: tags=migration,core,expect:holds-on-both"""
 
     def test_destination_introspected_before_incoming(self) -> None:
         """Management software lists device properties before migrating (libvirt does).

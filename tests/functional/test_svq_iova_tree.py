@@ -15,7 +15,7 @@ from seriesgate.functional.trace import iova_layout
 class SvqIovaTree(VdpaTest):
     def test_svq_iova_tree(self) -> None:
         """
-        :avocado: tags=vdpa,svq,claim:svq-iova-tree,expect:holds-on-both
+        :avocado: tags=core,vdpa,svq,claim:svq-iova-tree,expect:holds-on-both
         """
         device = self.fresh_device(0)
         guest = self.launch_guest(device, svq=True)

@@ -2,8 +2,8 @@
 
 Conventions every functional test follows (so the report can build the verdict matrix):
 
-- Avocado tags (``:avocado: tags=``): ``quick``/``slow``, areas (``vdpa``, ``svq``, ``cvq``,
-  ``migration``, ``ordering``), the series claim checked (``claim:<name>``, e.g.
+- Avocado tags (``:avocado: tags=``): tier ``quick``/``core``/``slow``, areas (``vdpa``,
+  ``svq``, ``cvq``, ``migration``, ``ordering``), the series claim checked (``claim:<name>``, e.g.
   ``claim:status-bits``, ``claim:svq-iova-tree``, ``claim:map-at-load-setup``,
   ``claim:map-in-thread``) and the expected direction (``expect:<Direction value>``).
 - A test writes what it measured to ``measurements.json`` in its Avocado ``outputdir``
