@@ -101,7 +101,10 @@ def test_shape_of_the_pipeline() -> None:
     assert ".cache/seriesgate/bin/" in js["seriesgate:build"]["artifacts"]["paths"]
     matrix = js["seriesgate:test"]["parallel"]["matrix"]
     assert matrix == [
-        {"SERIESGATE_BUILD": ["baseline", "patched"], "SERIESGATE_TEST_GROUP": ["quick", "slow"]}
+        {
+            "SERIESGATE_BUILD": ["baseline", "patched"],
+            "SERIESGATE_TEST_GROUP": ["quick", "core", "slow"],
+        }
     ]
     assert js["seriesgate:test"]["needs"] == ["seriesgate:build"]
     assert {n["job"] for n in js["seriesgate:report"]["needs"]} == {
