@@ -25,8 +25,10 @@ from seriesgate.testenv.model import TestEnv
 DEFAULT_BUILDS = ("baseline", "patched")
 # Budget for one L1 boot running every job: single-VM + migration suites on two builds.
 ENV_TIMEOUT = 3 * 3600.0
-# L1 RAM for functional runs: two pinned 1 GiB guests (the migration overrun case) plus L1's own.
-L1_MEMORY_MB = 3072
+# L1 RAM for functional runs. 3 GiB (room for two pinned 1 GiB guests, the migration overrun
+# case) went with test-VM crashes within 64-353 s in CI dry runs, 1 GiB with 668-1254 s:
+# keep the testenv's 1 GiB until that is understood (the overrun test then sizes down).
+L1_MEMORY_MB = 1024
 
 
 def binaries_of(
