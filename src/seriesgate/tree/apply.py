@@ -74,19 +74,6 @@ def _fixup_subject(path: Path) -> str:
     return split_subject(match.group(1)).subject if match else path.stem
 
 
-def _not_tried(job: PatchJob) -> ApplyResult:
-    return ApplyResult(
-        role=job.role,
-        series=job.series,
-        index=job.index,
-        total=job.total,
-        subject=job.subject,
-        message_id=job.message_id,
-        verdict=Verdict.NOT_TRIED,
-        evidence="an earlier patch conflicts",
-    )
-
-
 def prepare_tree(series_set: SeriesSet, *, base_spec: str | None, workdir: Path) -> AppliedTree:
     """Apply the series set to its base tree; write ``workdir/apply.json``.
 
@@ -111,7 +98,9 @@ def prepare_tree(series_set: SeriesSet, *, base_spec: str | None, workdir: Path)
         with progress.step("apply", f"{len(jobs)} patches onto {spec} ({base.version})"):
             for job in jobs:
                 if results and results[-1].verdict in (Verdict.CONFLICT, Verdict.NOT_TRIED):
-                    results.append(_not_tried(job))
+                    results.append(
+                        job.result(Verdict.NOT_TRIED, evidence="an earlier patch conflicts")
+                    )
                     continue
                 result = apply_patch(repo, job)
                 results.append(result)

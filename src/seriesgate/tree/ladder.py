@@ -14,6 +14,7 @@ import re
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from seriesgate.errors import InputError
 from seriesgate.proc import run
@@ -44,6 +45,19 @@ class PatchJob:
     message_id: str
     file: Path
     context: SeriesContext = SeriesContext()  # what later patches of its series change
+
+    def result(self, verdict: Verdict, **fields: Any) -> ApplyResult:
+        """This patch's ApplyResult with ``verdict`` (and any other fields)."""
+        return ApplyResult(
+            role=self.role,
+            series=self.series,
+            index=self.index,
+            total=self.total,
+            subject=self.subject,
+            message_id=self.message_id,
+            verdict=verdict,
+            **fields,
+        )
 
 
 def _head(repo: Path) -> str:
@@ -200,16 +214,7 @@ def apply_patch(repo: Path, job: PatchJob) -> ApplyResult:
         files = parse_diff(text)
     except DiffError as exc:
         raise InputError(f"{job.file.name}: {exc}", hint="the patch file is damaged") from None
-    template = ApplyResult(
-        role=job.role,
-        series=job.series,
-        index=job.index,
-        total=job.total,
-        subject=job.subject,
-        message_id=job.message_id,
-        verdict=Verdict.NOT_TRIED,
-        files=tuple(f.path for f in files),
-    )
+    template = job.result(Verdict.NOT_TRIED, files=tuple(f.path for f in files))
     before = _head(repo)
     mail = _is_mail(text)
     tried: list[str] = []  # why each gentler step failed, for the evidence
