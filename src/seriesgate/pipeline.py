@@ -22,15 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from seriesgate import progress
-from seriesgate.errors import EXIT_GATE_FAILS, EXIT_PASS, EXIT_UNDECIDED, SeriesgateError
+from seriesgate.errors import (
+    EXIT_GATE_FAILS,
+    EXIT_PASS,
+    EXIT_UNDECIDED,
+    InputError,
+    SeriesgateError,
+)
 from seriesgate.paths import results_root
-
-# Bound on one build's Avocado job inside one test-VM boot (CI has 90 min for everything).
-FUNCTIONAL_TIMEOUT_PER_BUILD = 35 * 60.0
-# The test VM (nested KVM under TCG) has panicked after 11-20 min of uptime: a build whose
-# VM died before its job finished gets another boot, while the functional budget lasts.
-L1_ATTEMPTS = 3
-FUNCTIONAL_BUDGET = 50 * 60.0
 
 
 @dataclass
@@ -101,6 +100,7 @@ def _run_stages(opts: RunOptions, state: RunState) -> None:
     # Imported here so that `seriesgate --help` stays fast and each stage stays optional
     # for the commands that do not need it.
     from seriesgate.build import build_all
+    from seriesgate.functional.runner import run_functional_isolated
     from seriesgate.series import fetch_series_set
     from seriesgate.testenv import prepare
     from seriesgate.tree import format_table, prepare_tree
@@ -124,7 +124,11 @@ def _run_stages(opts: RunOptions, state: RunState) -> None:
     with _stage(state, "testenv"):
         state.env = prepare(_mode(opts.env_mode))
     with _stage(state, "functional"):
-        state.functional = _functional_per_build(opts, state)
+        state.functional, not_run = run_functional_isolated(
+            state.builds, state.env, results_dir=out, tags=opts.tags
+        )
+        if not_run:
+            state.error = "the test VM failed every attempt for: " + "; ".join(not_run)
     if opts.bisect:
         with _stage(state, "bisect"):
             try:
@@ -141,95 +145,6 @@ def _run_stages(opts: RunOptions, state: RunState) -> None:
                         "evidence": {"error": str(exc)},
                     }
                 ]
-
-
-_TAGS_LINE = re.compile(r":avocado:\s*tags=([^\s\"']+)")
-
-
-def test_groups(files: list[Path], tags: tuple[str, ...]) -> list[Path]:
-    """The test files that hold a test with one of ``tags`` (Avocado ORs repeated ``-t``).
-
-    Each file runs in its own test-VM boot, so files without a matching test are left out
-    rather than booting a VM for nothing.
-    """
-    if not tags:
-        return list(files)
-    wanted = set(tags)
-    return [
-        f
-        for f in files
-        if any(wanted & set(m.group(1).split(",")) for m in _TAGS_LINE.finditer(f.read_text()))
-    ]
-
-
-def _functional_per_build(opts: RunOptions, state: RunState) -> Any:
-    """One test-VM boot per build and test file, booted again when the VM fails (bounded).
-
-    Short-lived test VMs: nested KVM under TCG has panicked L1 after 340-1254 s of uptime,
-    so one file per boot keeps each boot short and one boot's failure costs only that
-    file. Every re-boot is recorded in the report, never hidden; a file whose VM failed
-    every attempt leaves the run undecided, with everything else reported.
-    """
-    from seriesgate.functional.jobs import test_files
-    from seriesgate.functional.model import FunctionalResults
-    from seriesgate.functional.runner import run_functional
-    from seriesgate.paths import PROJECT_ROOT
-    from seriesgate.testenv.vm import Terminated  # SIGTERM: stop, never boot again
-
-    outcomes: list[Any] = []
-    job_dirs: list[Path] = []
-    facts: dict[str, Any] = {"l1_retries": [], "notes": []}
-    not_run: list[str] = []
-    deadline = time.monotonic() + FUNCTIONAL_BUDGET
-    groups = test_groups(test_files(), opts.tags)
-    for build in ("baseline", "patched"):
-        for group in groups:
-            label = f"{build} {group.name}"
-            for attempt in range(1, L1_ATTEMPTS + 1):
-                results_dir = (
-                    state.results_dir / f"functional-{build}" / group.stem / f"attempt-{attempt}"
-                )
-                try:
-                    result = run_functional(
-                        state.builds,
-                        state.env,
-                        results_dir=results_dir,
-                        tags=opts.tags or None,
-                        builds=(build,),
-                        tests=(str(group.relative_to(PROJECT_ROOT)),),
-                        timeout=FUNCTIONAL_TIMEOUT_PER_BUILD,
-                    )
-                except Terminated:
-                    raise
-                except SeriesgateError as exc:
-                    facts["l1_retries"].append({"job": label, "error": str(exc)})
-                    if attempt == L1_ATTEMPTS or time.monotonic() > deadline:
-                        not_run.append(f"{label}: {exc}")
-                        facts["notes"].append(f"test VM failed for {label}, gave up: {exc}")
-                        break
-                    facts["notes"].append(f"test VM failed for {label}, booted again: {exc}")
-                    progress.say("run", f"{label}: test environment failed ({exc}); again")
-                    continue
-                outcomes += result.outcomes
-                job_dirs += result.job_dirs
-                lost = result.env.get("l1_failure_after_first_jobs")
-                if lost:
-                    facts["l1_retries"].append({"job": label, "error": lost, "kept": "first"})
-                    facts["notes"].append(
-                        f"test VM failed during the {label} retry job; first results kept: {lost}"
-                    )
-                facts["notes"] += result.env.get("notes", [])
-                facts.update(
-                    {
-                        k: v
-                        for k, v in result.env.items()
-                        if k not in ("l1_failure_after_first_jobs", "notes")
-                    }
-                )
-                break
-    if not_run:
-        state.error = "the test VM failed every attempt for: " + "; ".join(not_run)
-    return FunctionalResults(outcomes=tuple(outcomes), job_dirs=tuple(job_dirs), env=facts)
 
 
 def _mode(name: str | None) -> Any:
@@ -322,18 +237,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out=args.out,
     )
     if opts.mbox is not None and not opts.mbox.is_file():
-        raise_input(f"mbox {opts.mbox} does not exist", "give the path of an mbox file")
+        raise InputError(f"mbox {opts.mbox} does not exist", hint="give the path of an mbox file")
     code = run_gate(opts)
     if args.check_tool:
         # `make check`: the tool works when it reached a verdict, whatever the verdict is.
         return EXIT_PASS if code in (EXIT_PASS, EXIT_GATE_FAILS) else EXIT_UNDECIDED
     return code
-
-
-def raise_input(message: str, hint: str) -> None:
-    from seriesgate.errors import InputError
-
-    raise InputError(message, hint=hint)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -59,7 +59,7 @@ def test_run_name_is_safe_for_paths() -> None:
 def test_test_groups_pick_the_files_with_a_matching_tag() -> None:
     # On the project's real functional tests: one test-VM boot per file that has work.
     from seriesgate.functional.jobs import test_files
-    from seriesgate.pipeline import test_groups
+    from seriesgate.functional.runner import test_groups
 
     files = test_files()
     names = {f.name for f in test_groups(files, ("quick",))}
