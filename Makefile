@@ -44,7 +44,7 @@ lint: venv
 
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
 check-unit: venv
-	$(BIN)/pytest -q tests/unit; rc=$$?; \
+	$(BIN)/pytest -q; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "check-unit: no tests collected" >&2; exit 1; fi; exit $$rc
 
 # Functional tests (Avocado) on the baseline and patched builds of the default series,

@@ -132,6 +132,9 @@ def l1_command(
         f"{memory_mb}M",
         "-nodefaults",
         "-no-reboot",
+        # A triple fault ends L1 silently under -no-reboot: log resets (to l1-qemu.log).
+        "-d",
+        "cpu_reset",
         "-display",
         "none",
         "-kernel",
@@ -187,7 +190,7 @@ def run_l1(
     argv = l1_command(kernel, initrd, append, console, results, memory_mb)
     with _sigterm_raises(), l1_lock("another L1 test VM"):
         for attempt in range(1, BOOT_ATTEMPTS + 1):
-            status, elapsed = _boot_once(argv, results, nonce, timeout, echo)
+            status, elapsed, returncode = _boot_once(argv, results, nonce, timeout, echo)
             if (
                 status.started
                 or status.exit_status is not None
@@ -209,13 +212,13 @@ def run_l1(
             f"test VM setup failed: {status.setup_failure}", hint=f"console log: {console}"
         )
     if status.exit_status is None:
-        qemu_out = proc.tail(qemu_log.read_text(errors="replace"), 5)
         tail_text = proc.tail(console.read_text(errors="replace"), CONSOLE_TAIL)
         # The whole tail goes to stderr; the error itself stays one line.
         print(f"[{STAGE}] L1 console tail:\n{tail_text}", file=sys.stderr)
         # A panic's backtrace is longer than the tail shown: look further back for its line.
-        reason = console_reason(proc.tail(console.read_text(errors="replace"), 300)) or (
-            qemu_out.splitlines()[-1] if qemu_out else ""
+        reason = (
+            console_reason(proc.tail(console.read_text(errors="replace"), 300))
+            or l1_qemu_reason(qemu_log.read_text(errors="replace"), returncode)
         )
         raise InfraError(
             f"L1 test VM ended after {elapsed:.0f} s without the command's exit status"
@@ -242,6 +245,26 @@ def console_reason(tail_text: str) -> str:
     return ""
 
 
+def l1_qemu_reason(qemu_log: str, returncode: int | None) -> str:
+    """Why the L1 QEMU ended, from its own log (``-d cpu_reset``) and exit status.
+
+    >>> l1_qemu_reason("CPU Reset (CPU 0)\\nTriple fault\\nCPU Reset (CPU 0)\\n", 0)
+    'L1 triple fault (L1 QEMU exit 0)'
+    >>> l1_qemu_reason("", -11)
+    'L1 QEMU killed by SIGSEGV'
+    """
+    if returncode is not None and returncode < 0:
+        try:
+            return f"L1 QEMU killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"L1 QEMU killed by signal {-returncode}"
+    errors = [line.strip() for line in qemu_log.splitlines() if line.startswith("qemu-system")]
+    what = "L1 triple fault" if "Triple fault" in qemu_log else errors[-1] if errors else ""
+    if what or returncode is not None:
+        return f"{what or 'L1 guest reset or powered off'} (L1 QEMU exit {returncode})"
+    return ""
+
+
 class Terminated(InfraError):
     """SIGTERM arrived while L1 ran (it was killed; results so far are kept)."""
 
@@ -265,8 +288,9 @@ def _sigterm_raises() -> Iterator[None]:
 
 def _boot_once(
     argv: list[str], results: Path, nonce: str, timeout: float, echo: TextIO | None
-) -> tuple[ConsoleStatus, float]:
-    """One L1 boot and run; writes l1-timing.json; returns the console status and wall time."""
+) -> tuple[ConsoleStatus, float, int | None]:
+    """One L1 boot and run; writes l1-timing.json; returns the console status, wall time and
+    the L1 QEMU's exit status."""
     console = results / "l1-console.log"
     results.mkdir(parents=True, exist_ok=True)
     console.write_text("")
@@ -288,10 +312,11 @@ def _boot_once(
             child.wait()
     elapsed = time.monotonic() - started
     timing["total_s"] = round(elapsed, 2)
+    timing["l1_qemu_exit"] = child.returncode
     if status.start_uptime is not None:
         timing["guest_uptime_at_command_s"] = status.start_uptime
     (results / "l1-timing.json").write_text(json.dumps(timing, indent=2) + "\n")
-    return status, elapsed
+    return status, elapsed, child.returncode
 
 
 def peak_rss_mb(pid: int) -> float | None:
