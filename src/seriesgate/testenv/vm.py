@@ -216,10 +216,9 @@ def run_l1(
         # The whole tail goes to stderr; the error itself stays one line.
         print(f"[{STAGE}] L1 console tail:\n{tail_text}", file=sys.stderr)
         # A panic's backtrace is longer than the tail shown: look further back for its line.
-        reason = (
-            console_reason(proc.tail(console.read_text(errors="replace"), 300))
-            or l1_qemu_reason(qemu_log.read_text(errors="replace"), returncode)
-        )
+        reason = console_reason(
+            proc.tail(console.read_text(errors="replace"), 300)
+        ) or l1_qemu_reason(qemu_log.read_text(errors="replace"), returncode)
         raise InfraError(
             f"L1 test VM ended after {elapsed:.0f} s without the command's exit status"
             + (f": {reason}" if reason else ""),
