@@ -9,6 +9,7 @@ on it. A hard timeout kills the whole process group and reports the console tail
 from __future__ import annotations
 
 import base64
+import compileall
 import json
 import os
 import secrets
@@ -158,6 +159,19 @@ def l1_command(
     ]
 
 
+def precompile(dirs: list[Path]) -> None:
+    """Write the bytecode of the Python sources L1 will import, on the host.
+
+    Why: L1 sees the host's files read-only; without ``__pycache__`` next to a source (pip
+    writes it for installed packages, an editable checkout has none when
+    PYTHONDONTWRITEBYTECODE is set) every L1 run compiles it again under TCG.
+    Up-to-date files are skipped, so a warm call costs milliseconds.
+    """
+    for directory in dirs:
+        if directory.is_dir():
+            compileall.compile_dir(directory, quiet=2, workers=1)
+
+
 def run_l1(
     spec: RunSpec,
     *,
@@ -174,6 +188,7 @@ def run_l1(
     """
     results = Path(spec.results_dir)
     results.mkdir(parents=True, exist_ok=True)
+    precompile([Path(__file__).parent.parent, Path(spec.cwd) / "tests"])
     spec_file = results / "testenv-spec.json"
     spec_file.write_text(json.dumps(spec.to_json(), indent=2) + "\n")
     console = results / "l1-console.log"
