@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from seriesgate.testenv.agent import (
+    L2_FIRMWARE,
     AgentTimeout,
     FrameParser,
     GuestAgent,
@@ -93,6 +94,8 @@ def test_l2_qemu_args_wire_console_and_agent(tmp_path: Path) -> None:
     assert serials == ["chardev:sgcon", "chardev:sgagent"]  # ttyS0 console, ttyS1 agent
     assert f"socket,id=sgagent,path={tmp_path / 'a.sock'},server=on,wait=off" in args
     assert args[args.index("-append") + 1] == image.append
+    # qboot comes with qemu-system-data (ci/setup-host.sh)
+    assert args[args.index("-bios") + 1] == str(L2_FIRMWARE)
     no_console = l2_qemu_args(image, agent_socket=tmp_path / "a.sock", console_log=None)
     assert no_console[no_console.index("-serial") + 1] == "null"
 

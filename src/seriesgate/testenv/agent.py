@@ -151,19 +151,28 @@ class FrameParser:
         return None
 
 
+# qboot (Debian's qemu-system-data) loads -kernel/-initrd without SeaBIOS's device probing:
+# every port access is an exit through KVM-in-TCG. Measured in the test VM with KVM, QEMU
+# launch to agent ready: SeaBIOS 24.2-27.5 s, qboot 20.6-20.9 s, qboot + pci=noearly 14.9 s.
+L2_FIRMWARE = Path("/usr/share/qemu/qboot.rom")
+
+
 def l2_qemu_args(image: GuestImage, *, agent_socket: Path, console_log: Path | None) -> list[str]:
     """QEMU arguments that boot ``image`` with its agent on ``agent_socket``.
 
-    Gives kernel, initrd, command line, ``-nodefaults -no-reboot -display none`` and the two
-    serial ports (console → ``console_log`` or nowhere, agent → a listening unix socket).
+    Gives firmware (qboot when installed), kernel, initrd, command line,
+    ``-nodefaults -no-reboot -display none`` and the two serial ports (console →
+    ``console_log`` or nowhere, agent → a listening unix socket).
     The caller adds -machine/-accel/-cpu/-m and the network (-netdev/-device).
     """
+    firmware = ["-bios", str(L2_FIRMWARE)] if L2_FIRMWARE.exists() else []
     console = (
         ["-chardev", f"file,id=sgcon,path={console_log}", "-serial", "chardev:sgcon"]
         if console_log is not None
         else ["-serial", "null"]
     )
     return [
+        *firmware,
         "-nodefaults",
         "-no-reboot",
         "-display",

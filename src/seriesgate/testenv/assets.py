@@ -63,10 +63,11 @@ L2_MODULES = ("virtio_net",)
 L1_RUNTIME_MODULES = ("vhost_vdpa", "kvm_amd", "kvm_intel")
 L1_VDPA_MODULES = ("vhost_vdpa", "vdpa_sim_net")  # vdpa_sim and vringh come as dependencies
 # Every port access of L2 is an exit through KVM-in-TCG: skip keyboard/mouse probing, the
-# unused UARTs and the TSC/timer checks (guest boot 28-30 s -> ~20 s, loaded machine).
+# unused UARTs and the TSC/timer checks (guest boot 28-30 s -> ~20 s, loaded machine);
+# pci=noearly skips the early PCI scans (AGP aperture search: ~4 s of port I/O).
 L2_APPEND = (
     "console=ttyS0 panic=-1 quiet sgagent=ttyS1 tsc=reliable no_timer_check "
-    "8250.nr_uarts=2 i8042.noaux i8042.nokbd i8042.nopnp"
+    "8250.nr_uarts=2 i8042.noaux i8042.nokbd i8042.nopnp pci=noearly"
 )
 BUSYBOX = Path("/bin/busybox")
 GUEST_SOURCES = ("l1init.sh", "l2init.sh", "sgagent.sh", "sgpkt.c")
