@@ -48,6 +48,9 @@ VHOST_FALLBACK_PATTERNS = (
 )
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
 TAIL_LINES = 40
+# Where the test VM's kernel writes cores (seriesgate.testenv.inside sets core_pattern):
+# local tmpfs, not the 9p results mount, which a 70 MB core dump under TCG crawls over.
+CORE_DIR = Path("/tmp/sg-cores")
 
 
 class QemuFailure(AssertionError):
@@ -280,7 +283,7 @@ class VdpaMachine:
     def _backtrace(self) -> tuple[str, ...]:
         assert self._proc is not None
         pid = self._proc.pid
-        cores = [self.workdir / f"core.{pid}", self.workdir / "core"]
+        cores = [CORE_DIR / f"core.{pid}", self.workdir / f"core.{pid}", self.workdir / "core"]
         core = next((c for c in cores if c.exists()), None)
         gdb = shutil.which("gdb")
         if core is None or gdb is None:
@@ -295,6 +298,10 @@ class VdpaMachine:
             ).stdout
         except subprocess.TimeoutExpired:
             return ("(gdb timed out)",)
+        finally:
+            if core.parent == CORE_DIR:  # the test VM's RAM: keep the backtrace, not the core
+                core.unlink(missing_ok=True)
+        (self.workdir / f"{self.name}.gdb.txt").write_text(out)
         frames: list[str] = []
         for ln in out.splitlines():  # gdb prints frame #0 twice (signal banner, then bt)
             if re.match(r"^#\d+\s", ln) and ln not in frames:

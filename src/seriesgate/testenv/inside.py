@@ -223,6 +223,16 @@ def hold_kvm_static_keys() -> str:
     return "KVM static keys held"
 
 
+CORE_PATTERN = "/tmp/sg-cores/core.%p"  # seriesgate.functional.machine.CORE_DIR
+
+
+def _local_cores() -> None:
+    """Cores of crashing QEMUs go to L1's tmpfs, not the 9p results mount: a 70 MB core
+    crawls over 9p under TCG (and was the last write before one test stalled for good)."""
+    Path(CORE_PATTERN).parent.mkdir(parents=True, exist_ok=True)
+    Path("/proc/sys/kernel/core_pattern").write_text(CORE_PATTERN + "\n")
+
+
 def _cpu_flags() -> set[str]:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -272,6 +282,8 @@ def setup(spec: RunSpec) -> VdpaEnvironment:
     notes = list(spec.notes)
     if kvm and spec.mode is Mode.VM:
         notes.append(hold_kvm_static_keys())
+    if spec.mode is Mode.VM:
+        _local_cores()
     steps["kvm_wait_s"] = round(time.monotonic() - started - sum(steps.values()), 3)
     env = VdpaEnvironment(
         mode=spec.mode,
