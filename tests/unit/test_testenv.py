@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -325,3 +326,24 @@ def test_console_reason_names_the_l1_kernel_panic() -> None:
         "Kernel panic - not syncing: corrupted stack end detected inside scheduler"
     )
     assert console_reason("[ 1.0] all quiet\n") == ""
+
+
+def test_progress_watch_sees_new_writes_and_measures_silence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from seriesgate.testenv import vm
+
+    monkeypatch.setattr(vm, "_IDLE_CHECK_EVERY", 0.0)
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "debug.log").write_text("x")
+    watch = vm.ProgressWatch(tmp_path)
+    assert watch.idle_for() < 1.0
+    assert watch.last_path == "job/debug.log"
+    watch.last_change -= 700.0  # 700 s without a write
+    assert watch.idle_for() > vm.L1_IDLE_TIMEOUT
+    later = tmp_path / "l1-console.log"
+    later.write_text("[ 12.0] still alive\n")
+    future = os.stat(tmp_path / "job" / "debug.log").st_mtime + 5
+    os.utime(later, (future, future))
+    assert watch.idle_for() < 1.0
+    assert watch.last_path == "l1-console.log"

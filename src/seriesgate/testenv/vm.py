@@ -41,6 +41,10 @@ L1_APPEND_ENV = "SERIESGATE_L1_APPEND_EXTRA"
 CONSOLE_TAIL = 25
 BOOT_ATTEMPTS = 2
 BOOT_CRASH_SIGNS = ("Kernel panic", "Oops:")
+# A run that writes nothing (console, results files) for this long is hung: L1 is killed.
+# Longer than any test's own timeout (Avocado's, 600 s), which should fire first.
+L1_IDLE_TIMEOUT = 660.0
+_IDLE_CHECK_EVERY = 10.0
 
 
 @dataclass
@@ -344,6 +348,38 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+class ProgressWatch:
+    """How long nothing under ``root`` changed (newest mtime), checked every few seconds."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.newest = 0.0
+        self.last_path = ""
+        self.last_change = time.monotonic()
+        self._checked = 0.0
+
+    def idle_for(self) -> float:
+        now = time.monotonic()
+        if now - self._checked >= _IDLE_CHECK_EVERY:
+            self._checked = now
+            newest, path = self._scan()
+            if newest > self.newest:
+                self.newest, self.last_path, self.last_change = newest, path, now
+        return now - self.last_change
+
+    def _scan(self) -> tuple[float, str]:
+        newest, path = 0.0, ""
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                try:
+                    mtime = os.stat(os.path.join(dirpath, name)).st_mtime
+                except OSError:
+                    continue
+                if mtime > newest:
+                    newest, path = mtime, os.path.join(dirpath, name)
+        return newest, os.path.relpath(path, self.root) if path else ""
+
+
 def _supervise(
     child: subprocess.Popen[bytes],
     console: Path,
@@ -355,6 +391,7 @@ def _supervise(
     started = time.monotonic()
     deadline = started + timeout
     watcher = ConsoleWatcher(nonce, echo)
+    progress = ProgressWatch(console.parent)
     with open(console, errors="replace") as reader:
         while True:
             done = child.poll() is not None
@@ -377,6 +414,14 @@ def _supervise(
                 raise InfraError(
                     f"L1 test VM timed out after {timeout:.0f} s and was killed; console tail:\n"
                     + watcher.tail(),
+                    hint=f"console log: {console}",
+                )
+            idle = progress.idle_for()
+            if idle > L1_IDLE_TIMEOUT:
+                proc.kill_group(child)
+                raise InfraError(
+                    f"L1 test VM hung: nothing written for {idle:.0f} s (console, results: "
+                    f"last {progress.last_path}); killed after {time.monotonic() - started:.0f} s",
                     hint=f"console log: {console}",
                 )
             time.sleep(0.05)
