@@ -331,8 +331,6 @@ def test_console_reason_names_the_l1_kernel_panic() -> None:
 def test_progress_watch_sees_new_writes_and_measures_silence(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from seriesgate.testenv import vm
-
     monkeypatch.setattr(vm, "_IDLE_CHECK_EVERY", 0.0)
     (tmp_path / "job").mkdir()
     (tmp_path / "job" / "debug.log").write_text("x")
