@@ -37,8 +37,9 @@ L1_SMP = 2
 # "Haswell-noTSX" (no svm/vmx under TCG) to see the TCG fallback. ("max,-svm" made static
 # busybox abort in _dl_get_origin under QEMU 7.2 TCG: not usable.)
 L1_CPU_ENV = "SERIESGATE_L1_CPU"
-# $SERIESGATE_L1_ACCEL overrides the L1 accelerator, e.g. "tcg,thread=single,tb-size=256" to
-# run both vCPUs in one host thread (no cross-vCPU races in TCG; half the throughput).
+# $SERIESGATE_L1_ACCEL overrides the L1 accelerator. Tried: "tcg,thread=single,tb-size=256"
+# (no cross-vCPU races in TCG): an L2 guest with nested KVM then printed nothing in 4 min
+# (15 s with thread=multi): not usable.
 L1_ACCEL_ENV = "SERIESGATE_L1_ACCEL"
 L1_ACCEL = "tcg,thread=multi,tb-size=256"
 L1_APPEND_ENV = "SERIESGATE_L1_APPEND_EXTRA"
