@@ -51,6 +51,7 @@ TAIL_LINES = 40
 # Where the test VM's kernel writes cores (seriesgate.testenv.inside sets core_pattern):
 # local tmpfs, not the 9p results mount, which a 70 MB core dump under TCG crawls over.
 CORE_DIR = Path("/tmp/sg-cores")
+CORES_ENV = "SERIESGATE_CORES"
 
 
 class QemuFailure(AssertionError):
@@ -182,10 +183,11 @@ class VdpaMachine:
                 # small limit shows up as QEMU failing to map guest memory.
                 hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
                 resource.setrlimit(resource.RLIMIT_MEMLOCK, (hard, hard))
+        # $SERIESGATE_CORES=0: no core files (no gdb backtrace; the signal is still recorded),
+        # to tell whether core dumps play a part in the test VM's deaths.
+        limit = 0 if os.environ.get(CORES_ENV) == "0" else resource.RLIM_INFINITY
         try:
-            resource.setrlimit(
-                resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
-            )
+            resource.setrlimit(resource.RLIMIT_CORE, (limit, limit))
         except (ValueError, OSError):
             pass
 
