@@ -39,6 +39,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 from seriesgate.functional.model import Crash
 from seriesgate.functional.trace import TraceEvent, read_trace
 from seriesgate.proc import kill_group
+from seriesgate.testenv.inside import CORE_DIR
 
 # Messages meaning the vDPA datapath is not in use although QEMU keeps running.
 VHOST_FALLBACK_PATTERNS = (
@@ -48,9 +49,6 @@ VHOST_FALLBACK_PATTERNS = (
 )
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
 TAIL_LINES = 40
-# Where the test VM's kernel writes cores (seriesgate.testenv.inside sets core_pattern):
-# local tmpfs, not the 9p results mount, which a 70 MB core dump under TCG crawls over.
-CORE_DIR = Path("/tmp/sg-cores")
 CORES_ENV = "SERIESGATE_CORES"
 
 

@@ -29,10 +29,6 @@ from seriesgate.testenv.model import TestEnv
 DEFAULT_BUILDS = ("baseline", "patched")
 # Budget for one L1 boot running every job: single-VM + migration suites on two builds.
 ENV_TIMEOUT = 3 * 3600.0
-# L1 RAM for functional runs. 3 GiB (room for two pinned 1 GiB guests, the migration overrun
-# case) went with test-VM crashes within 64-353 s in CI dry runs, 1 GiB with 668-1254 s:
-# keep the testenv's 1 GiB until that is understood (the overrun test then sizes down).
-L1_MEMORY_MB = 1024
 
 
 def binaries_of(
@@ -210,7 +206,7 @@ def run_functional(
     tests: Sequence[str] = (),
     use_va: bool = False,
     timeout: float = ENV_TIMEOUT,
-    l1_memory_mb: int = L1_MEMORY_MB,
+    l1_memory_mb: int | None = None,  # None: the testenv's default
 ) -> FunctionalResults:
     """Run the functional tests on ``builds`` inside ``env``; results under ``results_dir``.
 
@@ -345,7 +341,7 @@ def run_functional_isolated(
     not_run: list[str] = []
     deadline = time.monotonic() + FUNCTIONAL_BUDGET
     groups = test_groups(test_files(), tags)
-    for build in ("baseline", "patched"):
+    for build in DEFAULT_BUILDS:
         for group in groups:
             label = f"{build} {group.name}"
             for attempt in range(1, L1_ATTEMPTS + 1):

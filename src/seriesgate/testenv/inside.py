@@ -223,14 +223,14 @@ def hold_kvm_static_keys() -> str:
     return "KVM static keys held"
 
 
-CORE_PATTERN = "/tmp/sg-cores/core.%p"  # seriesgate.functional.machine.CORE_DIR
+CORE_DIR = Path("/tmp/sg-cores")  # VM mode: where crashing QEMUs leave their cores
 
 
 def _local_cores() -> None:
     """Cores of crashing QEMUs go to L1's tmpfs, not the 9p results mount: a 70 MB core
     crawls over 9p under TCG (and was the last write before one test stalled for good)."""
-    Path(CORE_PATTERN).parent.mkdir(parents=True, exist_ok=True)
-    Path("/proc/sys/kernel/core_pattern").write_text(CORE_PATTERN + "\n")
+    CORE_DIR.mkdir(parents=True, exist_ok=True)
+    Path("/proc/sys/kernel/core_pattern").write_text(f"{CORE_DIR}/core.%p\n")
 
 
 def _cpu_flags() -> set[str]:

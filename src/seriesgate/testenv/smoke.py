@@ -175,7 +175,7 @@ def smoke(
         "show": env.show(),
         "guests": [],
     }
-    # L2 boots in 30-43 s with KVM in L1, but nested KVM under TCG has stalled one past 90 s.
+    # L2 boots in ~15-43 s with KVM in L1, but nested KVM under TCG has stalled one past 90 s.
     boot_timeout = 180.0 if kvm else 400.0
     with ExitStack() as stack:
         l2s = [_launch(qemu, env, dev, workdir, kvm, stack) for dev in env.devices[:guests]]
