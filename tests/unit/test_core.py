@@ -56,14 +56,28 @@ def test_run_name_is_safe_for_paths() -> None:
     assert run_name(None) == "default"
 
 
-def test_test_groups_pick_the_files_with_a_matching_tag() -> None:
-    # On the project's real functional tests: one test-VM boot per file that has work.
+def test_test_groups_pick_the_classes_with_a_matching_tag() -> None:
+    # On the project's real functional tests: one test-VM boot per class that has work.
     from seriesgate.functional.jobs import test_files
     from seriesgate.functional.runner import test_groups
 
     files = test_files()
-    names = {f.name for f in test_groups(files, ("quick",))}
-    assert names == {"test_boot_traffic.py", "test_status_bits.py"}
-    assert {f.name for f in test_groups(files, ("migration",))} == {"test_migration.py"}
-    assert test_groups(files, ()) == files
+    quick = test_groups(files, ("quick",))
+    assert {g.label for g in quick} == {
+        "test_boot_traffic.BootTraffic",
+        "test_status_bits.StatusBits",
+    }
+    migration = test_groups(files, ("migration",))
+    assert {g.file.name for g in migration} == {"test_migration.py"}
+    assert "MigrationBase" not in {g.cls for g in migration}  # no test methods of its own
+    assert "test_migration.MigrationCancel" in {g.label for g in migration}
+    # Tags on the class count for its methods; key-only filters match key:value tags.
+    assert {g.cls for g in test_groups(files, ("claim:svq-iova-tree",))} == {
+        "MigrationSvqDestination",
+        "SvqIovaTree",
+    }
+    assert len(test_groups(files, ("claim",))) >= 4
+    assert len(test_groups(files, ())) == 14  # 6 single-VM classes, 8 migration classes
     assert test_groups(files, ("no-such-tag",)) == []
+    ref = quick[0].reference
+    assert ref.startswith("tests/functional/test_") and ref.endswith("\\.")

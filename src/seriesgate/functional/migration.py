@@ -257,12 +257,17 @@ def migrate(
     info = source.qmp("query-migrate")
     dest_info: dict[str, Any] = {}
     if status == "completed":
+        if sample_rtt:
+            # The source completes before the destination's vm_start, where baseline maps
+            # on the main thread: sample on until the destination's own "completed" event
+            # (the query that waits out a blocked main thread is the sample that matters),
+            # then briefly after it.
+            _sample_until_dest_completed(dest, rtt, dst_since, deadline, rtt_interval)
         # The destination flips to completed after vm_start (device start included).
         dest.event_wait(
             "MIGRATION", {"data": {"status": "completed"}}, timeout=timeout, since=dst_since
         )
         if sample_rtt:
-            # Keep sampling briefly: on baseline the destination's main thread maps after RESUME.
             for _ in range(20):
                 sent = time.time()
                 t0 = time.perf_counter()
@@ -290,6 +295,25 @@ def migrate(
         dest_pid=dest.pid,
         dest_trace=dest.trace_path,
     )
+
+
+def _dest_completed(dest: VdpaMachine, since: int) -> bool:
+    return any(
+        ev.get("event") == "MIGRATION" and ev.get("data", {}).get("status") == "completed"
+        for ev in dest.events[since:]
+    )
+
+
+def _sample_until_dest_completed(
+    dest: VdpaMachine, rtt: list[RttSample], since: int, deadline: float, interval: float
+) -> None:
+    """``query-status`` round trips on ``dest`` until it reports ``completed`` (or deadline)."""
+    while not _dest_completed(dest, since) and time.monotonic() < deadline:
+        sent = time.time()
+        t0 = time.perf_counter()
+        dest.qmp("query-status", timeout=max(1.0, deadline - time.monotonic()))
+        rtt.append(RttSample(sent, time.perf_counter() - t0))
+        time.sleep(interval)
 
 
 # --- launching an L2 guest for migration ----------------------------------------------

@@ -9,12 +9,13 @@ output directory, ``flaky`` for a test that failed and then passed on retry.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -303,20 +304,69 @@ FUNCTIONAL_BUDGET = 50 * 60.0
 _TAGS_LINE = re.compile(r":avocado:\s*tags=([^\s\"']+)")
 
 
-def test_groups(files: list[Path], tags: tuple[str, ...]) -> list[Path]:
-    """The test files that hold a test with one of ``tags`` (Avocado ORs repeated ``-t``).
+@dataclass(frozen=True)
+class TestGroup:
+    """One test class: what one test-VM boot runs (its methods that match the tags)."""
 
-    Each file runs in its own test-VM boot, so files without a matching test are left out
-    rather than booting a VM for nothing.
+    file: Path
+    cls: str
+
+    @property
+    def reference(self) -> str:
+        """Avocado reference; the trailing dot keeps ``Foo`` from also selecting ``FooBar``."""
+        try:
+            path = self.file.relative_to(PROJECT_ROOT)
+        except ValueError:
+            path = self.file
+        return f"{path}:{self.cls}\\."
+
+    @property
+    def label(self) -> str:
+        return f"{self.file.stem}.{self.cls}"
+
+
+def _docstring_tags(node: ast.AST) -> set[str]:
+    doc = ast.get_docstring(node) if isinstance(node, (ast.ClassDef, ast.FunctionDef)) else None
+    return {t for m in _TAGS_LINE.finditer(doc or "") for t in m.group(1).split(",") if t}
+
+
+def tag_matches(test_tags: set[str], wanted: Sequence[str]) -> bool:
+    """Whether a test with ``test_tags`` runs under ``-t`` filters ``wanted`` (ORed).
+
+    A filter ``key`` also selects ``key:value`` tags, as Avocado's does.
+
+    >>> tag_matches({"migration", "claim:svq-iova-tree"}, ("claim",))
+    True
+    >>> tag_matches({"slow"}, ("quick", "core"))
+    False
     """
-    if not tags:
-        return list(files)
-    wanted = set(tags)
-    return [
-        f
-        for f in files
-        if any(wanted & set(m.group(1).split(",")) for m in _TAGS_LINE.finditer(f.read_text()))
-    ]
+    if not wanted:
+        return True
+    keys = test_tags | {t.split(":", 1)[0] for t in test_tags}
+    return any(w in keys for w in wanted)
+
+
+def test_groups(files: list[Path], tags: Sequence[str]) -> list[TestGroup]:
+    """The test classes of ``files`` with a test matching ``tags``, in file order.
+
+    Each class runs in its own test-VM boot: nested KVM under TCG has killed L1 after
+    16-483 s of uptime, so short boots lose less, and one boot's failure costs one class.
+    A test's tags are its class's plus its method's (Avocado's rule).
+    """
+    groups = []
+    for file in files:
+        for node in ast.parse(file.read_text(), str(file)).body:
+            if not isinstance(node, ast.ClassDef):
+                continue
+            class_tags = _docstring_tags(node)
+            methods = [
+                class_tags | _docstring_tags(m)
+                for m in node.body
+                if isinstance(m, ast.FunctionDef) and m.name.startswith("test")
+            ]
+            if any(tag_matches(t, tags) for t in methods):
+                groups.append(TestGroup(file, node.name))
+    return groups
 
 
 def run_functional_isolated(
@@ -326,11 +376,11 @@ def run_functional_isolated(
     results_dir: Path,
     tags: tuple[str, ...] = (),
 ) -> tuple[FunctionalResults, list[str]]:
-    """One test-VM boot per build and test file, booted again when the VM fails (bounded).
+    """One test-VM boot per build and test class, booted again when the VM fails (bounded).
 
-    Short-lived test VMs: nested KVM under TCG has panicked L1 after 340-1254 s of uptime,
-    so one file per boot keeps each boot short and one boot's failure costs only that
-    file. Every re-boot is recorded in the results' facts, never hidden. Returns the results
+    Short-lived test VMs: nested KVM under TCG has killed L1 after 16-1254 s of uptime,
+    so one class per boot keeps each boot short and one boot's failure costs only that
+    class. Every re-boot is recorded in the results' facts, never hidden. Returns the results
     and the jobs whose VM failed every attempt (the caller decides: the gate is undecided).
     """
     from seriesgate.testenv.vm import Terminated  # SIGTERM: stop, never boot again
@@ -343,9 +393,9 @@ def run_functional_isolated(
     groups = test_groups(test_files(), tags)
     for build in DEFAULT_BUILDS:
         for group in groups:
-            label = f"{build} {group.name}"
+            label = f"{build} {group.label}"
             for attempt in range(1, L1_ATTEMPTS + 1):
-                job_dir = results_dir / f"functional-{build}" / group.stem / f"attempt-{attempt}"
+                job_dir = results_dir / f"functional-{build}" / group.label / f"attempt-{attempt}"
                 try:
                     result = run_functional(
                         builds_in,
@@ -353,7 +403,7 @@ def run_functional_isolated(
                         results_dir=job_dir,
                         tags=tags or None,
                         builds=(build,),
-                        tests=(str(group.relative_to(PROJECT_ROOT)),),
+                        tests=(group.reference,),
                         timeout=FUNCTIONAL_TIMEOUT_PER_BUILD,
                     )
                 except Terminated:
