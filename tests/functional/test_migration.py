@@ -268,6 +268,9 @@ class MigrationSvqDestination(MigrationBase):
 class MigrationMapOrdering(MigrationBase):
     """:avocado: tags=migration,core,ordering,claim:map-at-load-setup,expect:fixed-by-series"""
 
+    # Read by the runner (a literal): two pinned 1 GiB guests fit in a 3 GiB test VM.
+    TEST_VM_MEMORY_MB = 3072
+
     def test_maps_before_switchover(self) -> None:
         """Guest RAM is mapped while the source still runs; none inside the downtime."""
         src, dst, rec = self.migrate_pair(self.spec(), self.spec())
@@ -302,6 +305,9 @@ class MigrationMapOrdering(MigrationBase):
 
 class MigrationQmpResponsive(MigrationBase):
     """:avocado: tags=migration,slow,claim:map-in-thread,expect:fixed-by-series"""
+
+    # Read by the runner (a literal): two pinned 1 GiB guests fit in a 3 GiB test VM.
+    TEST_VM_MEMORY_MB = 3072
 
     def test_query_status_rtt_while_mapping(self) -> None:
         """query-status every ~10 ms on the destination; max RTT under QMP_RTT_BOUND_MS."""

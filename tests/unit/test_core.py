@@ -79,5 +79,8 @@ def test_test_groups_pick_the_classes_with_a_matching_tag() -> None:
     assert len(test_groups(files, ("claim",))) >= 4
     assert len(test_groups(files, ())) == 14  # 6 single-VM classes, 8 migration classes
     assert test_groups(files, ("no-such-tag",)) == []
+    # Large-guest classes ask for a bigger test VM; the others take the default.
+    memory = {g.cls: g.l1_memory_mb for g in migration}
+    assert memory["MigrationMapOrdering"] == 3072 and memory["MigrationCorrectness"] is None
     ref = quick[0].reference
     assert ref.startswith("tests/functional/test_") and ref.endswith("\\.")

@@ -310,6 +310,7 @@ class TestGroup:
 
     file: Path
     cls: str
+    l1_memory_mb: int | None = None  # the class's TEST_VM_MEMORY_MB; None: testenv default
 
     @property
     def reference(self) -> str:
@@ -328,6 +329,23 @@ class TestGroup:
 def _docstring_tags(node: ast.AST) -> set[str]:
     doc = ast.get_docstring(node) if isinstance(node, (ast.ClassDef, ast.FunctionDef)) else None
     return {t for m in _TAGS_LINE.finditer(doc or "") for t in m.group(1).split(",") if t}
+
+
+def _class_constant(node: ast.ClassDef, name: str) -> int | None:
+    """An ``int`` class attribute assigned literally in the class body (``NAME = 3072``)."""
+    for stmt in node.body:
+        target: ast.expr | None = stmt.target if isinstance(stmt, ast.AnnAssign) else None
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+            target = stmt.targets[0]
+        value = getattr(stmt, "value", None)
+        if (
+            isinstance(target, ast.Name)
+            and target.id == name
+            and isinstance(value, ast.Constant)
+            and isinstance(value.value, int)
+        ):
+            return value.value
+    return None
 
 
 def tag_matches(test_tags: set[str], wanted: Sequence[str]) -> bool:
@@ -351,7 +369,8 @@ def test_groups(files: list[Path], tags: Sequence[str]) -> list[TestGroup]:
 
     Each class runs in its own test-VM boot: nested KVM under TCG has killed L1 after
     16-483 s of uptime, so short boots lose less, and one boot's failure costs one class.
-    A test's tags are its class's plus its method's (Avocado's rule).
+    A test's tags are its class's plus its method's (Avocado's rule). A class that needs
+    a bigger test VM says so with a literal ``TEST_VM_MEMORY_MB = <MiB>`` attribute.
     """
     groups = []
     for file in files:
@@ -365,7 +384,8 @@ def test_groups(files: list[Path], tags: Sequence[str]) -> list[TestGroup]:
                 if isinstance(m, ast.FunctionDef) and m.name.startswith("test")
             ]
             if any(tag_matches(t, tags) for t in methods):
-                groups.append(TestGroup(file, node.name))
+                memory = _class_constant(node, "TEST_VM_MEMORY_MB")
+                groups.append(TestGroup(file, node.name, memory))
     return groups
 
 
@@ -405,6 +425,7 @@ def run_functional_isolated(
                         builds=(build,),
                         tests=(group.reference,),
                         timeout=FUNCTIONAL_TIMEOUT_PER_BUILD,
+                        l1_memory_mb=group.l1_memory_mb,
                     )
                 except Terminated:
                     raise
