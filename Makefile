@@ -4,7 +4,8 @@ PYTHON  ?= python3
 BIN     := $(VENV)/bin
 TAGS    ?=
 # `make check` runs every functional test on both builds (CHECK_TAGS empty = all tiers),
-# one test-VM boot per test class; `make check CHECK_TAGS=quick` is the fast subset.
+# one test-VM boot for the single-VM tests and one per migration test class;
+# `make check CHECK_TAGS=quick` is the fast subset.
 CHECK_TAGS ?=
 ARGS    ?=
 SHELL   := /bin/bash

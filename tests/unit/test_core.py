@@ -56,31 +56,44 @@ def test_run_name_is_safe_for_paths() -> None:
     assert run_name(None) == "default"
 
 
-def test_test_groups_pick_the_classes_with_a_matching_tag() -> None:
-    # On the project's real functional tests: one test-VM boot per class that has work.
+def test_test_classes_pick_the_classes_with_a_matching_tag() -> None:
+    # On the project's real functional tests.
     from seriesgate.functional.jobs import test_files
-    from seriesgate.functional.runner import test_groups
+    from seriesgate.functional.runner import test_classes
 
     files = test_files()
-    quick = test_groups(files, ("quick",))
-    assert {g.label for g in quick} == {
+    quick = test_classes(files, ("quick",))
+    assert {c.label for c in quick} == {
         "test_boot_traffic.BootTraffic",
         "test_status_bits.StatusBits",
     }
-    migration = test_groups(files, ("migration",))
-    assert {g.file.name for g in migration} == {"test_migration.py"}
-    assert "MigrationBase" not in {g.cls for g in migration}  # no test methods of its own
-    assert "test_migration.MigrationCancel" in {g.label for g in migration}
+    migration = test_classes(files, ("migration",))
+    assert {c.file.name for c in migration} == {"test_migration.py"}
+    assert "MigrationBase" not in {c.cls for c in migration}  # no test methods of its own
     # Tags on the class count for its methods; key-only filters match key:value tags.
-    assert {g.cls for g in test_groups(files, ("claim:svq-iova-tree",))} == {
+    assert {c.cls for c in test_classes(files, ("claim:svq-iova-tree",))} == {
         "MigrationSvqDestination",
         "SvqIovaTree",
     }
-    assert len(test_groups(files, ("claim",))) >= 4
-    assert len(test_groups(files, ())) == 14  # 6 single-VM classes, 8 migration classes
-    assert test_groups(files, ("no-such-tag",)) == []
+    assert len(test_classes(files, ("claim",))) >= 4
+    assert len(test_classes(files, ())) == 14  # 6 single-VM classes, 8 migration classes
+    assert test_classes(files, ("no-such-tag",)) == []
     # Large-guest classes ask for a bigger test VM; the others take the default.
-    memory = {g.cls: g.l1_memory_mb for g in migration}
+    memory = {c.cls: c.l1_memory_mb for c in migration}
     assert memory["MigrationMapOrdering"] == 3072 and memory["MigrationCorrectness"] is None
     ref = quick[0].reference
     assert ref.startswith("tests/functional/test_") and ref.endswith("\\.")
+
+
+def test_test_groups_one_boot_for_single_vm_classes_one_per_migration_class() -> None:
+    from seriesgate.functional.jobs import test_files
+    from seriesgate.functional.runner import SINGLE_VM_GROUP, test_groups
+
+    groups = test_groups(test_files(), ())
+    assert groups[0].label == SINGLE_VM_GROUP and len(groups[0].classes) == 6
+    assert all(len(g.classes) == 1 for g in groups[1:]) and len(groups) == 9
+    assert groups[0].l1_memory_mb is None
+    ordering = next(g for g in groups if g.label == "test_migration.MigrationMapOrdering")
+    assert ordering.l1_memory_mb == 3072 and len(ordering.references) == 1
+    # A tag selection keeps only what it names: quick is one single-VM boot.
+    assert [g.label for g in test_groups(test_files(), ("quick",))] == [SINGLE_VM_GROUP]

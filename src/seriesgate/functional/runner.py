@@ -306,11 +306,12 @@ _TAGS_LINE = re.compile(r":avocado:\s*tags=([^\s\"']+)")
 
 
 @dataclass(frozen=True)
-class TestGroup:
-    """One test class: what one test-VM boot runs (its methods that match the tags)."""
+class TestClass:
+    """One test class and its tests' tags (class tags plus method tags, Avocado's rule)."""
 
     file: Path
     cls: str
+    tags: frozenset[str] = frozenset()
     l1_memory_mb: int | None = None  # the class's TEST_VM_MEMORY_MB; None: testenv default
 
     @property
@@ -325,6 +326,23 @@ class TestGroup:
     @property
     def label(self) -> str:
         return f"{self.file.stem}.{self.cls}"
+
+
+@dataclass(frozen=True)
+class TestGroup:
+    """What one test-VM boot runs: one migration class, or all single-VM classes."""
+
+    label: str
+    classes: tuple[TestClass, ...]
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        return tuple(c.reference for c in self.classes)
+
+    @property
+    def l1_memory_mb(self) -> int | None:
+        asked = [c.l1_memory_mb for c in self.classes if c.l1_memory_mb]
+        return max(asked) if asked else None
 
 
 def _docstring_tags(node: ast.AST) -> set[str]:
@@ -365,15 +383,12 @@ def tag_matches(test_tags: set[str], wanted: Sequence[str]) -> bool:
     return any(w in keys for w in wanted)
 
 
-def test_groups(files: list[Path], tags: Sequence[str]) -> list[TestGroup]:
+def test_classes(files: list[Path], tags: Sequence[str]) -> list[TestClass]:
     """The test classes of ``files`` with a test matching ``tags``, in file order.
 
-    Each class runs in its own test-VM boot: nested KVM under TCG has killed L1 after
-    16-483 s of uptime, so short boots lose less, and one boot's failure costs one class.
-    A test's tags are its class's plus its method's (Avocado's rule). A class that needs
-    a bigger test VM says so with a literal ``TEST_VM_MEMORY_MB = <MiB>`` attribute.
+    A class that needs a bigger test VM says so with a literal ``TEST_VM_MEMORY_MB = <MiB>``.
     """
-    groups = []
+    found = []
     for file in files:
         for node in ast.parse(file.read_text(), str(file)).body:
             if not isinstance(node, ast.ClassDef):
@@ -386,7 +401,27 @@ def test_groups(files: list[Path], tags: Sequence[str]) -> list[TestGroup]:
             ]
             if any(tag_matches(t, tags) for t in methods):
                 memory = _class_constant(node, "TEST_VM_MEMORY_MB")
-                groups.append(TestGroup(file, node.name, memory))
+                union = frozenset(t for m in methods for t in m)
+                found.append(TestClass(file, node.name, union, memory))
+    return found
+
+
+SINGLE_VM_GROUP = "single-vm"
+
+
+def test_groups(files: list[Path], tags: Sequence[str]) -> list[TestGroup]:
+    """The test-VM boots for ``files`` and ``tags``: the single-VM classes share one, and
+    every ``migration`` class gets its own.
+
+    Why: nested KVM under TCG has killed L1 during migration tests (two L2 guests, dirty
+    logging), after 16-483 s of uptime; a short boot per migration class loses less and
+    costs one class. The single-VM classes never lost their VM, and each boot costs ~20 s
+    of Avocado start-up under TCG.
+    """
+    classes = test_classes(files, tags)
+    single = tuple(c for c in classes if "migration" not in c.tags)
+    groups = [TestGroup(SINGLE_VM_GROUP, single)] if single else []
+    groups += [TestGroup(c.label, (c,)) for c in classes if "migration" in c.tags]
     return groups
 
 
@@ -397,11 +432,11 @@ def run_functional_isolated(
     results_dir: Path,
     tags: tuple[str, ...] = (),
 ) -> tuple[FunctionalResults, list[str]]:
-    """One test-VM boot per build and test class, booted again when the VM fails (bounded).
+    """One test-VM boot per build and test group, booted again when the VM fails (bounded).
 
-    Short-lived test VMs: nested KVM under TCG has killed L1 after 16-1254 s of uptime,
-    so one class per boot keeps each boot short and one boot's failure costs only that
-    class. Every re-boot is recorded in the results' facts, never hidden. Returns the results
+    Short-lived test VMs (:func:`test_groups`): nested KVM under TCG has killed L1 after
+    16-1254 s of uptime, so short boots lose less and one boot's failure costs one group.
+    Every re-boot is recorded in the results' facts, never hidden. Returns the results
     and the jobs whose VM failed every attempt (the caller decides: the gate is undecided).
     """
     from seriesgate.testenv.vm import Terminated  # SIGTERM: stop, never boot again
@@ -432,7 +467,7 @@ def run_functional_isolated(
                         results_dir=job_dir,
                         tags=tags or None,
                         builds=(build,),
-                        tests=(group.reference,),
+                        tests=group.references,
                         timeout=min(FUNCTIONAL_TIMEOUT_PER_CLASS, left),
                         l1_memory_mb=group.l1_memory_mb,
                     )
