@@ -244,6 +244,19 @@ def test_console_of_an_l1_killed_before_the_end() -> None:
     assert status.started and status.exit_status is None and status.start_uptime == 5.47
 
 
+def test_console_of_a_wedged_l1_names_the_lockup() -> None:
+    # A CI run: khugepaged stuck in L1, the console kept printing soft-lockup reports.
+    text = read("l1-console-soft-lockup.log")
+    nonce = text.split()[1]
+    status = vm.parse_console(text, nonce)
+    assert status.started and status.exit_status is None
+    assert status.wedged is not None
+    assert "stuck for 52s" in status.wedged and "khugepaged" in status.wedged
+    # The first report (26 s) is below the threshold: a slow vCPU alone is not fatal.
+    first = text[: text.index("stuck for 26s!") + 40]
+    assert vm.parse_console(first.rsplit("\n", 1)[0] + "\n", nonce).wedged is None
+
+
 def test_console_setup_failure_line() -> None:
     text = (
         "SGL1-START ab 2.0\n"
@@ -339,9 +352,25 @@ def test_progress_watch_sees_new_writes_and_measures_silence(
     assert watch.last_path == "job/debug.log"
     watch.last_change -= 700.0  # 700 s without a write
     assert watch.idle_for() > vm.L1_IDLE_TIMEOUT
-    later = tmp_path / "l1-console.log"
-    later.write_text("[ 12.0] still alive\n")
+    later = tmp_path / "avocado.out"
+    later.write_text("[functional] baseline: retrying 1 failed test(s) ...\n")
     future = os.stat(tmp_path / "job" / "debug.log").st_mtime + 5
     os.utime(later, (future, future))
     assert watch.idle_for() < 1.0
-    assert watch.last_path == "l1-console.log"
+    assert watch.last_path == "avocado.out"
+
+
+def test_progress_watch_ignores_the_l1_console(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A wedged L1 kernel keeps printing soft-lockup reports: that is not progress.
+    monkeypatch.setattr(vm, "_IDLE_CHECK_EVERY", 0.0)
+    (tmp_path / "debug.log").write_text("x")
+    watch = vm.ProgressWatch(tmp_path, ignore=("l1-console.log",))
+    watch.idle_for()
+    watch.last_change -= 700.0
+    console = tmp_path / "l1-console.log"
+    console.write_text("watchdog: BUG: soft lockup - CPU#1 stuck for 52s!\n")
+    future = os.stat(tmp_path / "debug.log").st_mtime + 5
+    os.utime(console, (future, future))
+    assert watch.idle_for() > vm.L1_IDLE_TIMEOUT

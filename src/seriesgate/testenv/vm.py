@@ -12,6 +12,7 @@ import base64
 import compileall
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -49,10 +50,14 @@ L1_APPEND_ENV = "SERIESGATE_L1_APPEND_EXTRA"
 CONSOLE_TAIL = 25
 BOOT_ATTEMPTS = 2
 BOOT_CRASH_SIGNS = ("Kernel panic", "Oops:")
-# A run that writes nothing (console, results files) for this long is hung: L1 is killed.
+# A run that writes no results file for this long is hung: L1 is killed.
 # Longer than any test's own timeout (Avocado's, 600 s), which should fire first.
 L1_IDLE_TIMEOUT = 660.0
 _IDLE_CHECK_EVERY = 10.0
+# A CPU of L1 stuck this long (the kernel's soft-lockup report) means L1 is wedged: the
+# console keeps printing reports, so only this, not the idle watch, ends such a run early.
+L1_LOCKUP_FATAL_S = 50
+_SOFT_LOCKUP = re.compile(r"BUG: soft lockup - CPU#\d+ stuck for (\d+)s!")
 
 
 @dataclass
@@ -63,6 +68,7 @@ class ConsoleStatus:
     exit_status: int | None = None  # from SGL1-EXIT
     setup_failure: str | None = None  # the SGL1-SETUP-FAILED / init FAILED reason, if any
     start_uptime: float | None = None  # L1 uptime (s) when the command started
+    wedged: str | None = None  # a soft-lockup report of L1_LOCKUP_FATAL_S or more
 
 
 class ConsoleWatcher:
@@ -106,6 +112,9 @@ class ConsoleWatcher:
             except ValueError:
                 pass
             return
+        lockup = _SOFT_LOCKUP.search(line)
+        if lockup and int(lockup.group(1)) >= L1_LOCKUP_FATAL_S and st.wedged is None:
+            st.wedged = line.strip()
         for marker in (SETUP_FAILED, "sg-l1: FAILED:"):
             if line.startswith(marker) and st.setup_failure is None:
                 st.setup_failure = line[len(marker) :].strip()
@@ -209,7 +218,9 @@ def run_l1(
     use_va = "1" if spec.use_va else "0"
     conf = "\n".join([nonce, str(results), sys.executable, str(spec_file), use_va]) + "\n"
     append = (
-        "console=ttyS0 panic=-1 quiet mitigations=off "
+        # No THP in L1: a CI run had khugepaged stuck for 157 s ("soft lockup") while two
+        # L2 guests' memory was pinned by vdpa_sim; huge-page collapse buys L1 nothing.
+        "console=ttyS0 panic=-1 quiet mitigations=off transparent_hugepage=never "
         + os.environ.get(L1_APPEND_ENV, "")  # e.g. "loglevel=7" to see where boot time goes
         + " sgl1="
         + base64.b64encode(conf.encode()).decode()
@@ -357,10 +368,15 @@ def peak_rss_mb(pid: int) -> float | None:
 
 
 class ProgressWatch:
-    """How long nothing under ``root`` changed (newest mtime), checked every few seconds."""
+    """How long nothing under ``root`` changed (newest mtime), checked every few seconds.
 
-    def __init__(self, root: Path) -> None:
+    ``ignore``: file names that do not count as progress (L1's console: a wedged kernel
+    keeps printing to it).
+    """
+
+    def __init__(self, root: Path, ignore: tuple[str, ...] = ()) -> None:
         self.root = root
+        self.ignore = ignore
         self.newest = 0.0
         self.last_path = ""
         self.last_change = time.monotonic()
@@ -379,6 +395,8 @@ class ProgressWatch:
         newest, path = 0.0, ""
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
+                if name in self.ignore:
+                    continue
                 try:
                     mtime = os.stat(os.path.join(dirpath, name)).st_mtime
                 except OSError:
@@ -399,7 +417,7 @@ def _supervise(
     started = time.monotonic()
     deadline = started + timeout
     watcher = ConsoleWatcher(nonce, echo)
-    progress = ProgressWatch(console.parent)
+    progress = ProgressWatch(console.parent, ignore=(console.name,))
     with open(console, errors="replace") as reader:
         while True:
             done = child.poll() is not None
@@ -424,11 +442,18 @@ def _supervise(
                     + watcher.tail(),
                     hint=f"console log: {console}",
                 )
+            if status.wedged:
+                proc.kill_group(child)
+                raise InfraError(
+                    f"L1 test VM wedged, killed after {time.monotonic() - started:.0f} s: "
+                    f"{status.wedged}",
+                    hint=f"console log: {console}",
+                )
             idle = progress.idle_for()
             if idle > L1_IDLE_TIMEOUT:
                 proc.kill_group(child)
                 raise InfraError(
-                    f"L1 test VM hung: nothing written for {idle:.0f} s (console, results: "
+                    f"L1 test VM hung: nothing written for {idle:.0f} s (results files: "
                     f"last {progress.last_path}); killed after {time.monotonic() - started:.0f} s",
                     hint=f"console log: {console}",
                 )
