@@ -49,7 +49,7 @@ def summary(outcomes: list[Any] | None = None, **kw: Any) -> dict[str, Any]:
         builds=h.builds(),
         env=h.env(),
         functional=h.functional(outcomes if outcomes is not None else h.passing_outcomes()),
-        stage_times={"build": 382.0, "functional": 240.0},
+        stage_times=kw.pop("stage_times", {"build": 382.0, "functional": 240.0}),
         **kw,
     )
 
@@ -87,6 +87,13 @@ def test_markdown_has_every_section() -> None:
     assert "128 GB" in md and "Only tested with vdpa\\_sim." in md
     assert "vdpa\\_sim built with queue max 1024 (test device, not code under test)" in md
     assert "| total | 622 s |" in md
+
+
+def test_stage_times_total_is_the_runs_own_once() -> None:
+    # A run records its wall-clock total itself; the table must not add it to the stages.
+    s = summary(stage_times={"build": 382.0, "functional": 240.0, "total": 700.0})
+    md = render_markdown(s)
+    assert md.count("| total |") == 1 and "| total | 700 s |" in md
 
 
 def test_markdown_escapes_mail_text() -> None:
