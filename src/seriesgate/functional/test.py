@@ -258,8 +258,10 @@ class VdpaTest(Test):  # type: ignore[misc]
         guest.machine.check_vhost()
         # Device first, guest second here, guest first and device second at the end: a
         # frame of the guest's own (e.g. the post-migration announce) that loops back
-        # between two reads then counts for the device, never for the guest alone, so
-        # "guest received more than the device delivered" means a path around the device.
+        # between two reads then counts for the device, not for the guest alone (what is
+        # left is the device-to-guest delivery delay, not the tens of ms between two
+        # reads), so "guest received more than the device delivered" means a path around
+        # the device.
         d0 = self.device_counters(guest.device)
         g0 = guest.counters()
         summary = guest.send_frames(count, dst_mac)
