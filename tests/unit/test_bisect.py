@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,37 @@ def test_regressions_are_pass_then_fail() -> None:
         job_dirs=(),
     )
     assert [o.name for o in regressions(res)] == ["A.test", "D.test"]
+
+
+def test_bisect_of_a_crash_counts_other_failures_as_good(tmp_path: Path) -> None:
+    # CI dry run 12: patched crashed (SIGSEGV) while the builds of patches 6 and 7 failed
+    # the same test on a counter race: the crash came with a later patch.
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from seriesgate.functional.bisect import bisect_regressions, same_failure
+    from seriesgate.functional.model import Crash
+
+    segv = Crash("qemu-system-x86_64", "SIGSEGV", ("#0 qemu_get_subqueue",))
+    patched = replace(outcome("M.test", "patched", Status.FAIL), crash=segv, fail_reason="SIGSEGV")
+    res = FunctionalResults(
+        outcomes=(outcome("M.test", "baseline", Status.PASS), patched), job_dirs=()
+    )
+
+    def runner(binary: Path, test_id: str, env: Any, results_dir: Path, fw: Any) -> TestOutcome:
+        index = int(binary.name)
+        if index <= 5:
+            return outcome("M.test", "probe", Status.PASS)
+        if index <= 8:
+            return replace(outcome("M.test", "probe", Status.FAIL), fail_reason="race")
+        return replace(outcome("M.test", "probe", Status.FAIL), crash=segv)
+
+    builds = cast(Any, SimpleNamespace(each_patch=tuple(patches(10)), firmware_dirs=()))
+    found = bisect_regressions(builds, cast(Any, None), res, results_dir=tmp_path, runner=runner)
+    assert found[0]["first_bad_patch_index"] == 9
+    assert found[0]["evidence"]["failed_differently"]  # the race was seen and said so
+    assert all(d["index"] in (6, 7, 8) for d in found[0]["evidence"]["failed_differently"])
+    # Without a crash on patched, any failure is the regression.
+    plain = outcome("M.test", "patched", Status.FAIL)
+    assert same_failure(plain, outcome("M.test", "probe", Status.ERROR))
+    assert not same_failure(patched, outcome("M.test", "probe", Status.FAIL))

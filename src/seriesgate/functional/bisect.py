@@ -69,6 +69,21 @@ def first_bad(
     return BisectResult(first_bad=bad, last_good=last_good, skipped=skipped, probes=probes)
 
 
+def same_failure(patched: TestOutcome, probe: TestOutcome) -> bool:
+    """Whether ``probe`` fails the way ``patched`` does: on the same signal when patched
+    crashed, any FAIL/ERROR otherwise.
+
+    Why: a per-patch build can fail a test for another reason than the full series (a
+    race, an intermediate state of the series); bisecting a crash should find the patch
+    that brings the crash, and say where other failures were seen.
+    """
+    if probe.status not in (Status.FAIL, Status.ERROR):
+        return False
+    if patched.crash is not None:
+        return probe.crash is not None and probe.crash.signal == patched.crash.signal
+    return True
+
+
 class SingleTestRunner(Protocol):
     """Runs one functional test (by Avocado id) on one QEMU binary; its outcome."""
 
@@ -145,15 +160,26 @@ def bisect_regressions(
         progress.say("bisect", f"{reg.name}: bisecting over {len(patches)} patches")
         safe = reg.name.replace("/", "_").replace(":", "_")
 
-        def probe(p: PatchBuild, reg: TestOutcome = reg, safe: str = safe) -> tuple[bool, str]:
+        differently: list[dict[str, Any]] = []  # probes that failed, but not like patched
+
+        def probe(
+            p: PatchBuild,
+            reg: TestOutcome = reg,
+            safe: str = safe,
+            differently: list[dict[str, Any]] = differently,
+        ) -> tuple[bool, str]:
             assert p.binary is not None
             outcome = run(
                 p.binary, reg.test_id, env, results_dir / safe / f"patch-{p.index:02d}",
                 builds.firmware_dirs,
             )  # fmt: skip
-            passed = outcome.status == Status.PASS
-            progress.say("bisect", f"{reg.name}: patch {p.index}: {outcome.status}")
-            return passed, outcome.fail_reason
+            bad = same_failure(reg, outcome)
+            other = outcome.status != Status.PASS and not bad
+            label = f"{outcome.status}" + (" (another failure: counted as good)" if other else "")
+            progress.say("bisect", f"{reg.name}: patch {p.index}: {label}")
+            if other:
+                differently.append({"index": p.index, "reason": outcome.fail_reason[:300]})
+            return not bad, outcome.fail_reason
 
         result = first_bad(patches, probe)
         named = result.first_bad
@@ -172,6 +198,7 @@ def bisect_regressions(
                     "skipped_unbuilt": result.skipped,
                     "by_elimination": named != result.first_bad,
                     "probes": result.probes,
+                    "failed_differently": differently,
                     "patched_fail_reason": reg.fail_reason,
                 },
             }
