@@ -77,6 +77,10 @@ def measure_once(
         rec = migrate(src.machine, dst.machine, uri, timeout=300)
         rec.write(workdir / "migration.json")
         if rec.status != "completed":
+            if not dst.machine.is_running():
+                # The source only saw a broken pipe: name the destination's death instead.
+                time.sleep(0.5)  # let the crash record (signal, backtrace) be written
+                dst.machine.check_alive("during the incoming migration")
             raise InfraError(f"bench migration ended {rec.status}: {rec.error}")
         dst.machine.check_vhost()
         summary = rec.timeline().summary()
@@ -211,7 +215,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     summary = summarize(rows)
     (out / "bench-summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(format_summary(summary))
-    print(f"bench.json: {out / 'bench.json'}")
+    from seriesgate.report.bench_plot import plot_bench
+
+    plot = plot_bench(rows, out / "bench.png")
+    print(f"bench.json: {out / 'bench.json'}; plot: {plot}")
+    print(
+        f"into a run's report: seriesgate report --from RUN/summary.json --bench {out}/bench.json"
+    )
     return EXIT_PASS
 
 

@@ -248,6 +248,24 @@ def test_bench_stats_and_loading(tmp_path: Path) -> None:
         load_bench(path)
 
 
+def test_bench_of_a_real_run_shows_guest_pause_and_failed_runs() -> None:
+    # `seriesgate bench --runs 3` on the default series (2026-11-26): baseline's guest
+    # pause grows with guest RAM while query-migrate's downtime does not; patched crashes.
+    runs = load_bench(Path(__file__).parent / "data" / "report" / "bench-rfc-v2-2026-11-26.json")
+    stats = {(s["build"], s["guest_mem_mb"]): s for s in bench_stats(runs)}
+    base = [stats[("baseline", mem)] for mem in (256, 1024, 2048)]
+    pauses = [s["guest_pause_ms"]["median"] for s in base]
+    assert pauses == sorted(pauses) and pauses[-1] > 5000
+    assert all(s["downtime_ms"]["max"] < 500 for s in base)
+    assert all(s["maps_in_downtime"]["median"] == 2 for s in base)
+    patched = [stats[("patched", mem)] for mem in (256, 1024, 2048)]
+    assert all(s["failed"] == 3 and "guest_pause_ms" not in s for s in patched)
+    md = render_markdown(summary(bench=runs))
+    assert "guest pause (STOP → destination completed)" in md
+    # That run's source saw only the broken pipe (the bench now names the crash instead).
+    assert "| 3: bench migration ended failed: Unable to write to socket: Broken pipe |" in md
+
+
 def test_write_reports_and_rerender_via_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

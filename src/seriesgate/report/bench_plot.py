@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 METRICS = (
     ("downtime_ms", "downtime (query-migrate)", "ms"),
+    # What the guest really sees: the destination's vCPUs run only after vm_start, device
+    # start (and, before the series, the pinning of guest RAM) included.
+    ("guest_pause_ms", "guest pause (STOP → destination completed)", "ms"),
     ("stop_to_resume_ms", "source STOP → destination RESUME", "ms"),
     ("total_ms", "total migration time", "ms"),
     ("maps_in_downtime", "guest-RAM maps inside downtime", ""),
@@ -67,6 +70,9 @@ def bench_stats(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (mem, build), rows in sorted(groups.items()):
         entry: dict[str, Any] = {"build": build, "guest_mem_mb": mem, "runs": len(rows)}
+        errors = [str(r["error"]) for r in rows if r.get("error")]
+        entry["failed"] = len(errors)
+        entry["first_error"] = errors[0] if errors else ""
         for key, _, _ in METRICS:
             values = [float(r[key]) for r in rows if r.get(key) is not None]
             if values:
@@ -127,13 +133,14 @@ def bench_blocks(summary: dict[str, Any], plot: Path | None) -> list[Block]:
         Heading(2, "Downtime benchmark"),
         Para("Median (min–max) per build and guest RAM."),
         Table(
-            ("guest RAM", "build", "runs", *(title for _, title, _ in METRICS)),
+            ("guest RAM", "build", "runs", *(title for _, title, _ in METRICS), "failed runs"),
             tuple(
                 (
                     f"{s['guest_mem_mb']} MB",
                     s["build"],
                     str(s["runs"]),
                     *(_fmt(s, key) for key, _, _ in METRICS),
+                    f"{s['failed']}: {s['first_error']}" if s["failed"] else "0",
                 )
                 for s in stats
             ),
