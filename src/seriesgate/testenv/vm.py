@@ -218,9 +218,10 @@ def run_l1(
     use_va = "1" if spec.use_va else "0"
     conf = "\n".join([nonce, str(results), sys.executable, str(spec_file), use_va]) + "\n"
     append = (
-        # No THP in L1: a CI run had khugepaged stuck for 157 s ("soft lockup") while two
-        # L2 guests' memory was pinned by vdpa_sim; huge-page collapse buys L1 nothing.
-        "console=ttyS0 panic=-1 quiet mitigations=off transparent_hugepage=never "
+        # THP stays on: with transparent_hugepage=never the L2 guest's DMA map failed
+        # ("failed to write, fd=15, errno=14 (Bad address)", "vhost vdpa map fail!") and
+        # the datapath was dead from boot, although khugepaged once wedged L1 (soft lockup).
+        "console=ttyS0 panic=-1 quiet mitigations=off "
         + os.environ.get(L1_APPEND_ENV, "")  # e.g. "loglevel=7" to see where boot time goes
         + " sgl1="
         + base64.b64encode(conf.encode()).decode()
