@@ -293,10 +293,11 @@ def run_single_test(
     return results.outcomes[0]
 
 
-# Bound on one test class's boot: its job and retry (the longest class takes ~2 min; the
-# test VM's own idle watch ends a silent hang sooner). CI has 90 min for everything.
-FUNCTIONAL_TIMEOUT_PER_CLASS = 15 * 60.0
-# The test VM (nested KVM under TCG) has died after 16-1254 s of uptime: a build × file whose
+# Bound on one test group's boot: its job and retry (the single-VM group takes ~3 min, a
+# migration class ~2; the test VM's own idle and lockup watches end a hang sooner). CI has
+# 90 min for everything.
+FUNCTIONAL_TIMEOUT_PER_GROUP = 15 * 60.0
+# The test VM (nested KVM under TCG) has died after 16-1254 s of uptime: a build × group whose
 # VM died before its job finished gets another boot, while the functional budget lasts.
 L1_ATTEMPTS = 3
 FUNCTIONAL_BUDGET = 50 * 60.0
@@ -447,7 +448,7 @@ def run_functional_isolated(
     not_run: list[str] = []
     deadline = time.monotonic() + FUNCTIONAL_BUDGET
     groups = test_groups(test_files(), tags)
-    # Class by class, both builds in turn: a budget cut then costs the last classes on both
+    # Group by group, both builds in turn: a budget cut then costs the last groups on both
     # builds, never a whole build, and each pair runs under the same machine load.
     for group in groups:
         for build in DEFAULT_BUILDS:
@@ -468,7 +469,7 @@ def run_functional_isolated(
                         tags=tags or None,
                         builds=(build,),
                         tests=group.references,
-                        timeout=min(FUNCTIONAL_TIMEOUT_PER_CLASS, left),
+                        timeout=min(FUNCTIONAL_TIMEOUT_PER_GROUP, left),
                         l1_memory_mb=group.l1_memory_mb,
                     )
                 except Terminated:
