@@ -1,8 +1,12 @@
 """One line per long step on stderr; quiet otherwise.
 
->>> with step("build", "baseline"):   # doctest: +SKIP
+>>> import contextlib, io
+>>> err = io.StringIO()
+>>> with contextlib.redirect_stderr(err), step("build", "baseline"):
 ...     pass
-[build] baseline ... done (0.0 s)
+>>> print(err.getvalue(), end="")
+[build] baseline ...
+[build] baseline done (0.0 s)
 """
 
 from __future__ import annotations
