@@ -1,12 +1,15 @@
 """One line per long step on stderr; quiet otherwise.
 
 >>> import contextlib, io
+>>> was_quiet = _quiet
+>>> set_quiet(False)  # ``-q`` (or an earlier test) may have silenced it
 >>> err = io.StringIO()
 >>> with contextlib.redirect_stderr(err), step("build", "baseline"):
 ...     pass
 >>> print(err.getvalue(), end="")
 [build] baseline ...
 [build] baseline done (0.0 s)
+>>> set_quiet(was_quiet)
 """
 
 from __future__ import annotations
