@@ -74,6 +74,12 @@ static void open_iface(const char *ifname)
     sock_fd = socket(AF_PACKET, SOCK_RAW, htons(ETHERTYPE_SG));
     if (sock_fd < 0)
         die("socket(AF_PACKET)");
+    /* A burst of 200 looped-back frames (~2 KiB truesize each) overflows the default
+     * receive buffer (~208 KiB) while we are still sending: the kernel drops them at the
+     * socket, after the NIC counted them. Root in L2: force a larger buffer. */
+    int rcvbuf = 8 << 20;
+    if (setsockopt(sock_fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0)
+        (void)setsockopt(sock_fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     memset(&ifr, 0, sizeof(ifr));
     snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
     if (ioctl(sock_fd, SIOCGIFHWADDR, &ifr) < 0)
