@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seriesgate.functional.machine import QemuExited, QemuTimeout, VdpaMachine
+from seriesgate.functional.machine import QemuExited, QemuTimeout, VdpaMachine, event_matches
 from seriesgate.functional.test import Guest
 from seriesgate.functional.timeline import (
     MapTimeline,
@@ -240,11 +240,7 @@ def migrate(
                 f"{dest.failure_context()}"
             )
         if sample_rtt and dest.is_running():
-            sent = time.time()
-            t0 = time.perf_counter()
-            dest.qmp("query-status", timeout=max(1.0, deadline - time.monotonic()))
-            rtt.append(RttSample(sent, time.perf_counter() - t0))
-            time.sleep(rtt_interval)
+            _sample_rtt(dest, rtt, rtt_interval, max(1.0, deadline - time.monotonic()))
             source.qmp("query-status")  # collects the source's events too
         else:
             source._collect_events(wait=0.05)  # noqa: SLF001 - poll events without a command
@@ -262,18 +258,15 @@ def migrate(
             # on the main thread: sample on until the destination's own "completed" event
             # (the query that waits out a blocked main thread is the sample that matters),
             # then briefly after it.
-            _sample_until_dest_completed(dest, rtt, dst_since, deadline, rtt_interval)
+            while not _dest_completed(dest, dst_since) and time.monotonic() < deadline:
+                _sample_rtt(dest, rtt, rtt_interval, max(1.0, deadline - time.monotonic()))
         # The destination flips to completed after vm_start (device start included).
         dest.event_wait(
             "MIGRATION", {"data": {"status": "completed"}}, timeout=timeout, since=dst_since
         )
         if sample_rtt:
             for _ in range(20):
-                sent = time.time()
-                t0 = time.perf_counter()
-                dest.qmp("query-status")
-                rtt.append(RttSample(sent, time.perf_counter() - t0))
-                time.sleep(rtt_interval)
+                _sample_rtt(dest, rtt, rtt_interval)
         dest_info = dest.qmp("query-migrate")
     elif dest.is_running():
         dest._collect_events(wait=0.2)  # noqa: SLF001
@@ -298,22 +291,19 @@ def migrate(
 
 
 def _dest_completed(dest: VdpaMachine, since: int) -> bool:
-    return any(
-        ev.get("event") == "MIGRATION" and ev.get("data", {}).get("status") == "completed"
-        for ev in dest.events[since:]
-    )
+    done = {"event": "MIGRATION", "data": {"status": "completed"}}
+    return any(event_matches(ev, done) for ev in dest.events[since:])
 
 
-def _sample_until_dest_completed(
-    dest: VdpaMachine, rtt: list[RttSample], since: int, deadline: float, interval: float
+def _sample_rtt(
+    dest: VdpaMachine, rtt: list[RttSample], interval: float, timeout: float = 30.0
 ) -> None:
-    """``query-status`` round trips on ``dest`` until it reports ``completed`` (or deadline)."""
-    while not _dest_completed(dest, since) and time.monotonic() < deadline:
-        sent = time.time()
-        t0 = time.perf_counter()
-        dest.qmp("query-status", timeout=max(1.0, deadline - time.monotonic()))
-        rtt.append(RttSample(sent, time.perf_counter() - t0))
-        time.sleep(interval)
+    """One ``query-status`` round trip on ``dest`` into ``rtt``, then ``interval`` of rest."""
+    sent = time.time()
+    t0 = time.perf_counter()
+    dest.qmp("query-status", timeout=timeout)
+    rtt.append(RttSample(sent, time.perf_counter() - t0))
+    time.sleep(interval)
 
 
 # --- launching an L2 guest for migration ----------------------------------------------
