@@ -11,14 +11,18 @@ VM is the costly part.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from seriesgate.functional import zygote
 from seriesgate.paths import PROJECT_ROOT
 
 FUNCTIONAL_DIR = PROJECT_ROOT / "tests" / "functional"
@@ -26,6 +30,8 @@ AVOCADO_CFG = PROJECT_ROOT / "avocado.cfg"
 # Owned by the testenv stage: checks the environment itself, not a QEMU build.
 NOT_BUILD_TESTS = ("test_testenv_smoke.py",)
 FAILED = ("FAIL", "ERROR", "INTERRUPTED")
+# "0" runs Avocado's runner cold, one fresh process per test (for comparing; see zygote).
+WARM_RUNNER_ENV = "SERIESGATE_WARM_RUNNER"
 
 
 def test_files(directory: Path = FUNCTIONAL_DIR) -> list[Path]:
@@ -69,8 +75,12 @@ def avocado_argv(
     return [*argv, "--", *tests]
 
 
-def run_job(argv: list[str], results: Path, timeout: float) -> tuple[Path | None, int]:
+def run_job(
+    argv: list[str], results: Path, timeout: float, warm: zygote.WarmAvocado | None = None
+) -> tuple[Path | None, int]:
     """Run one Avocado job; its job directory and exit code (output to a log file)."""
+    if warm is not None:
+        argv = [str(warm.avocado), *argv[1:]]
     results.mkdir(parents=True, exist_ok=True)
     log = results / "avocado.out"
     with log.open("ab") as out:
@@ -78,7 +88,12 @@ def run_job(argv: list[str], results: Path, timeout: float) -> tuple[Path | None
         out.flush()
         try:
             proc = subprocess.run(  # noqa: S603 - argv list
-                argv, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, cwd=PROJECT_ROOT
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                cwd=PROJECT_ROOT,
+                env=None if warm is None else warm.env,
             )
             rc = proc.returncode
         except subprocess.TimeoutExpired:
@@ -98,6 +113,17 @@ def failed_test_refs(job: Path) -> list[str]:
     return refs
 
 
+@contextlib.contextmanager
+def warm_avocado() -> Iterator[zygote.WarmAvocado | None]:
+    """The warm Avocado (:mod:`seriesgate.functional.zygote`), unless disabled."""
+    if os.environ.get(WARM_RUNNER_ENV, "1") == "0":
+        yield None
+        return
+    # Local temporary space: a unix socket cannot be bound on 9p (the results in L1).
+    with tempfile.TemporaryDirectory(prefix="sg-zygote-") as tmp, zygote.running(Path(tmp)) as warm:
+        yield warm
+
+
 def run_builds(
     builds: dict[str, Path],
     results_dir: Path,
@@ -113,9 +139,26 @@ def run_builds(
 
     ``tests``: Avocado references to run (default: every build test file).
     """
-    index: dict[str, Any] = {"builds": {}}
     if not tests:
         tests = [str(p.relative_to(PROJECT_ROOT)) for p in test_files()]
+    with warm_avocado() as warm:
+        return _run_builds(
+            builds, results_dir, firmware_dirs, tags, params, retry, job_timeout, tests, warm
+        )
+
+
+def _run_builds(
+    builds: dict[str, Path],
+    results_dir: Path,
+    firmware_dirs: Sequence[Path],
+    tags: Sequence[str] | None,
+    params: Sequence[str],
+    retry: bool,
+    job_timeout: float,
+    tests: Sequence[str],
+    warm: zygote.WarmAvocado | None,
+) -> dict[str, Any]:
+    index: dict[str, Any] = {"builds": {}, "warm_avocado": warm is not None}
     for name, qemu_bin in builds.items():
         start = time.monotonic()
         print(f"[functional] {name}: avocado job ...", file=sys.stderr, flush=True)
@@ -127,7 +170,7 @@ def run_builds(
             tags=tags,
             params=params,
         )
-        job, rc = run_job(argv, results_dir / name, job_timeout)
+        job, rc = run_job(argv, results_dir / name, job_timeout, warm)
         entry: dict[str, Any] = {"qemu_bin": str(qemu_bin), "job": str(job) if job else None}
         entry["rc"] = rc
         index["builds"][name] = entry
@@ -150,7 +193,7 @@ def run_builds(
                     tags=None,
                     params=params,
                 )
-                rjob, rrc = run_job(argv, results_dir / f"{name}-retry", job_timeout)
+                rjob, rrc = run_job(argv, results_dir / f"{name}-retry", job_timeout, warm)
                 entry["retry_job"] = str(rjob) if rjob else None
                 entry["retry_rc"] = rrc
                 entry.pop("retry_pending")
