@@ -30,7 +30,8 @@ $(VENV)/.stamp: pyproject.toml ci/setup-host.sh
 	$(BIN)/pip install -q -e '.[dev]' $(PIPQUIET)
 	touch $@
 
-# Verify the default series end to end (offline copies from ../shared/series when present).
+# Verify the default series end to end (offline copies from ../shared/series when present):
+# the gate's tests (quick, core and every claim of the series); ARGS=--all runs every test.
 run: venv
 	$(BIN)/seriesgate run $(ARGS)
 
@@ -49,8 +50,9 @@ check-unit: venv
 # Functional tests (Avocado) on the baseline and patched builds of the default series,
 # inside the test environment. Passes when the gate reached a verdict (pass or fail):
 # a QEMU defect found by a test is a finding in the report, not a broken tool.
+SELECTED = $(or $(TAGS),$(CHECK_TAGS))
 check-functional: venv
-	$(BIN)/seriesgate run --check-tool --bisect-max 1 $(addprefix --tags ,$(or $(TAGS),$(CHECK_TAGS))) $(ARGS)
+	$(BIN)/seriesgate run --check-tool --bisect-max 1 $(if $(SELECTED),$(addprefix --tags ,$(SELECTED)),--all) $(ARGS)
 
 bench: venv
 	$(BIN)/seriesgate bench $(ARGS)

@@ -34,6 +34,8 @@ from seriesgate.paths import results_root
 
 @dataclass
 class RunOptions:
+    """What ``seriesgate run`` does; ``tags`` empty runs every functional test."""
+
     message_id: str | None = None  # None: the default series from patches/
     mbox: Path | None = None
     version: int | None = None
@@ -51,6 +53,7 @@ class RunState:
     """What the stages produced so far (None: the stage did not run or failed)."""
 
     results_dir: Path
+    tags: tuple[str, ...] = ()  # the functional tests selected (empty: all)
     series_set: Any = None
     tree: Any = None
     builds: Any = None
@@ -182,6 +185,7 @@ def _report(state: RunState) -> dict[str, Any]:
         stage_times=state.stage_times,
         error=state.error,
     )
+    summary["test_selection"] = list(state.tags)  # empty: every test
     if state.bisect:
         summary["bisect"] = state.bisect
     (state.results_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -191,7 +195,7 @@ def _report(state: RunState) -> dict[str, Any]:
 
 def run_gate(opts: RunOptions) -> int:
     """Run the whole gate; return the exit code (0 pass, 1 gate fails, 2 undecided)."""
-    state = RunState(results_dir=new_results_dir(opts))
+    state = RunState(results_dir=new_results_dir(opts), tags=opts.tags)
     progress.say("run", f"results in {state.results_dir}")
     start = time.monotonic()
     interrupted = False
@@ -223,13 +227,36 @@ def run_gate(opts: RunOptions) -> int:
     return code
 
 
+# The gate's default tests: every claim of the series, the live-migration correctness
+# tests and the quick sanity tests (`--all`: every test, as `make check` runs).
+GATE_TAGS = ("quick", "core", "claim")
+
+
+def selected_tags(specs: list[str], everything: bool = False) -> tuple[str, ...]:
+    """The Avocado tags a run selects from ``--tags`` values and ``--all`` (empty: all).
+
+    >>> selected_tags([])
+    ('quick', 'core', 'claim')
+    >>> selected_tags(["quick,slow"])
+    ('quick', 'slow')
+    >>> selected_tags(["all"]), selected_tags([], everything=True)
+    ((), ())
+    """
+    tags = tuple(t for spec in specs for t in spec.split(",") if t)
+    if tags == ("all",):  # `--tags all`: what a CI variable can say
+        return ()
+    if everything and tags:
+        raise InputError("--all and --tags both given", hint="use one of them")
+    return () if everything else tags or GATE_TAGS
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(
         message_id=args.message_id,
         mbox=args.mbox,
         version=args.version,
         base=args.base,
-        tags=tuple(t for spec in args.tags for t in spec.split(",") if t),
+        tags=selected_tags(args.tags, args.all),
         env_mode=args.env,
         each_patch=not args.no_each_patch,
         bisect=not args.no_bisect,
@@ -258,7 +285,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--mbox", type=Path, help="read the series from this mbox (offline)")
     p.add_argument("--version", type=int, help="series version (default: newest)")
     p.add_argument("--base", help="base tree: debian:qemu[/SUITE], git:URL@REF, dir:PATH")
-    p.add_argument("--tags", action="append", default=[], help="Avocado tags to run (e.g. quick)")
+    p.add_argument(
+        "--tags",
+        action="append",
+        default=[],
+        help=f"Avocado tags to run, ORed (default: {','.join(GATE_TAGS)}; all: every test)",
+    )
+    p.add_argument("--all", action="store_true", help="run every functional test")
     p.add_argument("--env", choices=("host", "vm"), help="test environment (default: auto)")
     p.add_argument("--no-each-patch", action="store_true", help="skip every-patch builds")
     p.add_argument("--no-bisect", action="store_true", help="do not bisect regressions")

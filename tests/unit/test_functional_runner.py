@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from seriesgate.errors import InputError
+from seriesgate.functional import model
 from seriesgate.functional.model import Direction, Status
 from seriesgate.functional.runner import binaries_of, collect, merge_retry, parse_job
 
@@ -67,17 +68,70 @@ def test_binaries_of_mapping_requires_every_build() -> None:
     assert found == {"baseline": Path("/x")} and fw == ()
 
 
-def test_first_jobs_done_needs_every_builds_finished_job(tmp_path: Path) -> None:
-    # After a test-VM crash the host keeps a build's results only when its job finished.
-    from seriesgate.functional.runner import _first_jobs_done
+def test_finished_builds_are_those_whose_first_job_has_results(tmp_path: Path) -> None:
+    # After a test-VM crash the host keeps a build's results only when its job finished;
+    # the next boot runs the others.
+    from seriesgate.functional.runner import finished_builds
 
     jobs_json = tmp_path / "jobs.json"
-    builds = {"baseline": Path("/q")}
-    assert not _first_jobs_done(jobs_json, builds)
+    both = ("baseline", "patched")
+    assert finished_builds(jobs_json, both) == []
     job = tmp_path / "baseline" / "job-1"
     job.mkdir(parents=True)
     jobs_json.write_text(json.dumps({"builds": {"baseline": {"job": str(job)}}}))
-    assert not _first_jobs_done(jobs_json, builds)  # the VM died before results.json
+    assert finished_builds(jobs_json, both) == []  # the VM died before results.json
     (job / "results.json").write_text("{}")
-    assert _first_jobs_done(jobs_json, builds)
-    assert not _first_jobs_done(jobs_json, {**builds, "patched": Path("/q")})
+    assert finished_builds(jobs_json, both) == ["baseline"]
+    pjob = tmp_path / "patched" / "job-1"
+    pjob.mkdir(parents=True)
+    (pjob / "results.json").write_text("{}")
+    jobs_json.write_text(
+        json.dumps({"builds": {"baseline": {"job": str(job)}, "patched": {"job": str(pjob)}}})
+    )
+    assert finished_builds(jobs_json, both) == ["baseline", "patched"]
+
+
+def test_isolated_boots_again_only_for_the_builds_whose_job_did_not_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The re-boot policy: a VM lost during patched's job keeps baseline's results."""
+    from seriesgate.functional import runner
+    from seriesgate.functional.model import FunctionalResults
+
+    calls: list[tuple[str, ...]] = []
+
+    def one_boot(_builds_in: object, _env: object, **kw: object) -> FunctionalResults:
+        builds = tuple(kw["builds"])  # type: ignore[call-overload]
+        calls.append(builds)
+        lost = len(calls) == 1
+        done = builds[:1] if lost else builds
+        outcomes = tuple(
+            model.TestOutcome(
+                test_id="t.py:BootTraffic.test_traffic",
+                name="BootTraffic.test_traffic",
+                build=b,
+                status=Status.PASS,
+                time=1.0,
+                tags=("quick",),
+                claim=None,
+                direction=Direction.HOLDS_ON_BOTH,
+            )
+            for b in done
+        )
+        env = {
+            "builds_not_run": [b for b in builds if b not in done],
+            "l1_failure_after_first_jobs": "L1 panic" if lost else None,
+        }
+        return FunctionalResults(outcomes=outcomes, job_dirs=(), env=env)
+
+    monkeypatch.setattr(runner, "run_functional", one_boot)
+    results, not_run = runner.run_functional_isolated(
+        {},
+        object(),
+        results_dir=tmp_path,
+        tags=("quick",),  # type: ignore[arg-type]
+    )
+    assert calls == [("baseline", "patched"), ("patched",)]
+    assert [o.build for o in results.outcomes] == ["baseline", "patched"]
+    assert not_run == []
+    assert any("baseline were kept; booted again for patched" in n for n in results.env["notes"])

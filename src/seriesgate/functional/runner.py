@@ -14,7 +14,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -161,12 +161,16 @@ def merge_retry(first: list[TestOutcome], retry: list[TestOutcome]) -> list[Test
     return merged
 
 
-def collect(results_dir: Path) -> tuple[list[TestOutcome], list[Path]]:
-    """Outcomes of every build's jobs recorded in ``results_dir/jobs.json``."""
+def collect(
+    results_dir: Path, builds: Collection[str] | None = None
+) -> tuple[list[TestOutcome], list[Path]]:
+    """Outcomes of the builds' jobs recorded in ``results_dir/jobs.json`` (default: all)."""
     index = _read_json(results_dir / "jobs.json")
     outcomes: list[TestOutcome] = []
     jobs: list[Path] = []
     for build, entry in index.get("builds", {}).items():
+        if builds is not None and build not in builds:
+            continue
         if not entry.get("job"):
             raise InfraError(
                 f"the Avocado job for build {build} did not run",
@@ -183,15 +187,14 @@ def collect(results_dir: Path) -> tuple[list[TestOutcome], list[Path]]:
     return outcomes, jobs
 
 
-def _first_jobs_done(jobs_json: Path, builds: Mapping[str, Path]) -> bool:
-    """Whether every build's first Avocado job finished with results (retries may not have)."""
-    if not jobs_json.exists():
-        return False
-    entries = _read_json(jobs_json).get("builds", {})
-    return all(
-        entries.get(b, {}).get("job") and (Path(entries[b]["job"]) / "results.json").exists()
+def finished_builds(jobs_json: Path, builds: Iterable[str]) -> list[str]:
+    """The builds whose first Avocado job finished with results (a retry may not have)."""
+    entries = _read_json(jobs_json).get("builds", {}) if jobs_json.exists() else {}
+    return [
+        b
         for b in builds
-    )
+        if entries.get(b, {}).get("job") and (Path(entries[b]["job"]) / "results.json").exists()
+    ]
 
 
 def run_functional(
@@ -208,6 +211,7 @@ def run_functional(
     use_va: bool = False,
     timeout: float = ENV_TIMEOUT,
     l1_memory_mb: int | None = None,  # None: the testenv's default
+    label: str = "",  # what the progress line names (a test group)
 ) -> FunctionalResults:
     """Run the functional tests on ``builds`` inside ``env``; results under ``results_dir``.
 
@@ -237,7 +241,8 @@ def run_functional(
         argv.append("--no-retry")
     env_failure: str | None = None
     try:
-        with step("functional", f"Avocado on {', '.join(binaries)} in the test environment"):
+        what = f"{label} on " if label else "Avocado on "
+        with step("functional", f"{what}{', '.join(binaries)} in the test environment"):
             rc = run_in_env(
                 env,
                 argv,
@@ -248,19 +253,24 @@ def run_functional(
                 memory_mb=l1_memory_mb,
             )
     except InfraError as exc:
-        # The test VM died (nested KVM under TCG has panicked L1). Whatever jobs finished
-        # before that still stand; with none finished the caller decides (retry, undecided).
-        if not _first_jobs_done(results_dir / "jobs.json", binaries):
+        # The test VM died (nested KVM under TCG has panicked L1). The builds whose job
+        # finished before that still stand; the caller boots again for the others (or, with
+        # none finished, decides: retry, undecided).
+        done = finished_builds(results_dir / "jobs.json", binaries)
+        if not done:
             raise
         env_failure = str(exc)
         rc = -1
+    else:
+        done = list(binaries)
     if not (results_dir / "jobs.json").exists():
         raise InfraError(
             f"the functional jobs did not run in the test environment (exit {rc})",
             hint=f"see the logs under {results_dir}",
         )
-    outcomes, jobs = collect(results_dir)
+    outcomes, jobs = collect(results_dir, done)
     facts: dict[str, Any] = {
+        "builds_not_run": [b for b in binaries if b not in done],
         "l1_failure_after_first_jobs": env_failure,
         "mode": str(env.mode),
         "kernel": env.kernel_version,
@@ -433,12 +443,14 @@ def run_functional_isolated(
     results_dir: Path,
     tags: tuple[str, ...] = (),
 ) -> tuple[FunctionalResults, list[str]]:
-    """One test-VM boot per build and test group, booted again when the VM fails (bounded).
+    """One test-VM boot per test group running every build, booted again when the VM fails.
 
     Short-lived test VMs (:func:`test_groups`): nested KVM under TCG has killed L1 after
-    16-1254 s of uptime, so short boots lose less and one boot's failure costs one group.
-    Every re-boot is recorded in the results' facts, never hidden. Returns the results
-    and the jobs whose VM failed every attempt (the caller decides: the gate is undecided).
+    16-1254 s of uptime, so short boots lose less. In a boot, baseline then patched run one
+    after the other (same machine state, one boot and one warm Avocado for both); when the
+    VM dies, the builds whose job had finished keep their results and the next boot runs
+    the others only (bounded). Every re-boot is recorded in the results' facts, never hidden.
+    Returns the results and what never ran (the caller decides: the gate is undecided).
     """
     from seriesgate.testenv.vm import Terminated  # SIGTERM: stop, never boot again
 
@@ -448,56 +460,66 @@ def run_functional_isolated(
     not_run: list[str] = []
     deadline = time.monotonic() + FUNCTIONAL_BUDGET
     groups = test_groups(test_files(), tags)
-    # Group by group, both builds in turn: a budget cut then costs the last groups on both
-    # builds, never a whole build, and each pair runs under the same machine load.
+    # Group by group, both builds in each boot: a budget cut then costs the last groups on
+    # both builds, never a whole build.
     for group in groups:
-        for build in DEFAULT_BUILDS:
-            label = f"{build} {group.label}"
-            for attempt in range(1, L1_ATTEMPTS + 1):
-                left = deadline - time.monotonic()
-                if left < 60.0:
-                    budget = f"functional budget of {FUNCTIONAL_BUDGET / 60:.0f} min used up"
-                    not_run.append(f"{label}: not run, {budget}")
-                    facts["notes"].append(f"{label} not run: {budget}")
-                    break
-                job_dir = results_dir / f"functional-{build}" / group.label / f"attempt-{attempt}"
-                try:
-                    result = run_functional(
-                        builds_in,
-                        env,
-                        results_dir=job_dir,
-                        tags=tags or None,
-                        builds=(build,),
-                        tests=group.references,
-                        timeout=min(FUNCTIONAL_TIMEOUT_PER_GROUP, left),
-                        l1_memory_mb=group.l1_memory_mb,
-                    )
-                except Terminated:
-                    raise
-                except SeriesgateError as exc:
-                    facts["l1_retries"].append({"job": label, "error": str(exc)})
-                    if attempt == L1_ATTEMPTS:
-                        not_run.append(f"{label}: {exc}")
-                        facts["notes"].append(f"test VM failed for {label}, gave up: {exc}")
-                        break
-                    facts["notes"].append(f"test VM failed for {label}, booted again: {exc}")
-                    say("functional", f"{label}: test environment failed ({exc}); again")
-                    continue
-                outcomes += result.outcomes
-                job_dirs += result.job_dirs
-                lost = result.env.get("l1_failure_after_first_jobs")
-                if lost:
-                    facts["l1_retries"].append({"job": label, "error": lost, "kept": "first"})
-                    facts["notes"].append(
-                        f"test VM failed during the {label} retry job; first results kept: {lost}"
-                    )
-                facts["notes"] += result.env.get("notes", [])
-                facts.update(
-                    {
-                        k: v
-                        for k, v in result.env.items()
-                        if k not in ("l1_failure_after_first_jobs", "notes")
-                    }
-                )
+        pending = list(DEFAULT_BUILDS)
+        for attempt in range(1, L1_ATTEMPTS + 1):
+            label = f"{group.label} ({', '.join(pending)})"
+            left = deadline - time.monotonic()
+            if left < 60.0:
+                budget = f"functional budget of {FUNCTIONAL_BUDGET / 60:.0f} min used up"
+                not_run.append(f"{label}: not run, {budget}")
+                facts["notes"].append(f"{label} not run: {budget}")
                 break
+            job_dir = results_dir / "functional" / group.label / f"attempt-{attempt}"
+            try:
+                result = run_functional(
+                    builds_in,
+                    env,
+                    results_dir=job_dir,
+                    tags=tags or None,
+                    builds=pending,
+                    tests=group.references,
+                    timeout=min(FUNCTIONAL_TIMEOUT_PER_GROUP * len(pending), left),
+                    l1_memory_mb=group.l1_memory_mb,
+                    label=group.label,
+                )
+            except Terminated:
+                raise
+            except SeriesgateError as exc:
+                facts["l1_retries"].append({"job": label, "error": str(exc)})
+                if attempt == L1_ATTEMPTS:
+                    not_run.append(f"{label}: {exc}")
+                    facts["notes"].append(f"test VM failed for {label}, gave up: {exc}")
+                    break
+                facts["notes"].append(f"test VM failed for {label}, booted again: {exc}")
+                say("functional", f"{label}: test environment failed ({exc}); again")
+                continue
+            outcomes += result.outcomes
+            job_dirs += result.job_dirs
+            lost = result.env.get("l1_failure_after_first_jobs")
+            missing = list(result.env.get("builds_not_run", []))
+            if lost:
+                facts["l1_retries"].append({"job": label, "error": lost, "kept": "finished"})
+                kept = [b for b in pending if b not in missing]
+                again = f"; booted again for {', '.join(missing)}" if missing else ""
+                facts["notes"].append(
+                    f"test VM failed during {label}; the finished jobs of "
+                    f"{', '.join(kept)} were kept{again}: {lost}"
+                )
+            facts["notes"] += result.env.get("notes", [])
+            facts.update(
+                {
+                    k: v
+                    for k, v in result.env.items()
+                    if k not in ("l1_failure_after_first_jobs", "notes", "builds_not_run")
+                }
+            )
+            pending = missing
+            if not pending:
+                break
+        else:
+            if pending:  # every attempt ended with builds still to run
+                not_run.append(f"{group.label} ({', '.join(pending)}): test VM failed every time")
     return FunctionalResults(outcomes=tuple(outcomes), job_dirs=tuple(job_dirs), env=facts), not_run

@@ -263,10 +263,14 @@ def _test_blocks(summary: dict[str, Any]) -> list[Block]:
         )
         for tv in summary["test_verdicts"]
     )
-    blocks: list[Block] = [
-        Heading(2, "Tests"),
-        Table(("test", "claim", "expected", "baseline", "patched", "verdict", "note"), rows),
-    ]
+    blocks: list[Block] = [Heading(2, "Tests")]
+    selected = summary.get("test_selection")
+    if selected is not None:
+        which = f"tags {', '.join(selected)}" if selected else "all tests"
+        blocks.append(Para(f"Tests selected: {which} (`seriesgate run --all` runs every test)."))
+    blocks.append(
+        Table(("test", "claim", "expected", "baseline", "patched", "verdict", "note"), rows)
+    )
     measured = [t for t in summary["tests"] if t["measurements"]]
     if measured:
         blocks.append(Heading(3, "Measurements"))
