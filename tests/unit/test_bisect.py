@@ -106,3 +106,55 @@ def test_bisect_of_a_crash_counts_other_failures_as_good(tmp_path: Path) -> None
     plain = outcome("M.test", "patched", Status.FAIL)
     assert same_failure(plain, outcome("M.test", "probe", Status.ERROR))
     assert not same_failure(patched, outcome("M.test", "probe", Status.FAIL))
+
+
+def test_tests_crashing_in_the_same_place_are_bisected_once(tmp_path: Path) -> None:
+    """Dry run 13: every patched migration test crashed in virtio_net_load_setup; one bisect
+    answers for all of them, a different crash or failure is bisected on its own."""
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from seriesgate.functional.bisect import bisect_regressions
+    from seriesgate.functional.model import Crash
+
+    def segv(address: str) -> Crash:  # the same code path, other addresses per process
+        return Crash(
+            "q",
+            "SIGSEGV",
+            (
+                f"#0  {address} in qemu_get_subqueue (nic=0x0) at ../src/net/net.c:355",
+                f"#1  {address} in virtio_net_load_setup (f=<optimized out>) at v.c:4038",
+            ),
+        )
+
+    other = Crash("q", "SIGABRT", ("#0  0x1 in abort ()",))
+    names = {"A.test": segv("0x55c4"), "B.test": segv("0x5644"), "C.test": other, "D.test": None}
+    outcomes: list[TestOutcome] = []
+    for name, crash in names.items():
+        outcomes.append(outcome(name, "baseline", Status.PASS))
+        outcomes.append(replace(outcome(name, "patched", Status.FAIL), crash=crash))
+    probed: list[str] = []
+
+    def runner(binary: Path, test_id: str, env: Any, results_dir: Path, fw: Any) -> TestOutcome:
+        name = test_id.rsplit(":", 1)[-1]
+        probed.append(name)
+        crash = names[name] if int(binary.name) >= 10 else None
+        status = Status.FAIL if crash or (name == "D.test" and int(binary.name) >= 3) else None
+        return replace(outcome(name, "probe", status or Status.PASS), crash=crash)
+
+    builds = cast(Any, SimpleNamespace(each_patch=tuple(patches(10)), firmware_dirs=()))
+    res = FunctionalResults(outcomes=tuple(outcomes), job_dirs=())
+    found = {
+        f["test"]: f
+        for f in bisect_regressions(
+            builds, cast(Any, None), res, results_dir=tmp_path, runner=runner
+        )
+    }
+    assert found["A.test"]["first_bad_patch_index"] == 10
+    assert found["B.test"]["first_bad_patch_index"] == 10
+    assert found["B.test"]["evidence"]["same_crash_as"] == "A.test"
+    assert (
+        found["C.test"]["first_bad_patch_index"] == 10 and "probes" in found["C.test"]["evidence"]
+    )
+    assert found["D.test"]["first_bad_patch_index"] == 3
+    assert "B.test" not in probed and {"A.test", "C.test", "D.test"} <= set(probed)

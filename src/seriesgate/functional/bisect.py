@@ -12,6 +12,7 @@ explicit binary goes through the functional runner.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,27 @@ def same_failure(patched: TestOutcome, probe: TestOutcome) -> bool:
     return True
 
 
+_FRAME_FUNCTION = re.compile(r"^#\d+\s+(?:0x[0-9a-f]+ in )?([\w:~<>]+)")
+
+
+def crash_signature(outcome: TestOutcome, depth: int = 3) -> tuple[str, ...] | None:
+    """A crash's signal and top function names (addresses and arguments vary per process).
+
+    >>> from seriesgate.functional.model import Crash, Direction
+    >>> frames = ("#0  0x000055c4c29a20ba in qemu_get_subqueue (nic=0x0) at net.c:355",
+    ...           "#1  0x000055c4c2a8af82 in virtio_net_load_setup (f=<optimized out>) at x.c:1",
+    ...           "#2  qemu_loadvm_state (f=0x55c4ff04e000) at savevm.c:3083")
+    >>> o = TestOutcome("t", "t", "patched", Status.ERROR, 1.0, (), None,
+    ...                 Direction.HOLDS_ON_BOTH, crash=Crash("q", "SIGSEGV", frames))
+    >>> crash_signature(o)
+    ('SIGSEGV', 'qemu_get_subqueue', 'virtio_net_load_setup', 'qemu_loadvm_state')
+    """
+    if outcome.crash is None:
+        return None
+    names = [m.group(1) for f in outcome.crash.frames if (m := _FRAME_FUNCTION.match(f))]
+    return (outcome.crash.signal, *names[:depth])
+
+
 class SingleTestRunner(Protocol):
     """Runs one functional test (by Avocado id) on one QEMU binary; its outcome."""
 
@@ -133,8 +155,27 @@ def bisect_regressions(
     run = runner or _default_runner
     found: list[dict[str, Any]] = []
     patches = sorted(builds.each_patch, key=lambda p: p.index)
-    for n, reg in enumerate(regressions(functional)):
-        if max_tests is not None and n >= max_tests:
+    # A crash already bisected answers for the other tests crashing in the same place: each
+    # probe boots guests, and the same signal and top frames come from the same code path.
+    by_signature: dict[tuple[str, ...], dict[str, Any]] = {}
+    bisected = 0
+    for reg in regressions(functional):
+        signature = crash_signature(reg)
+        same = by_signature.get(signature) if signature else None
+        if same is not None:
+            found.append(
+                {
+                    "test": reg.name,
+                    "first_bad_patch_index": same["first_bad_patch_index"],
+                    "subject": same["subject"],
+                    "evidence": {"same_crash_as": same["test"],
+                                 "crash_signature": list(signature or ()),
+                                 "patched_fail_reason": reg.fail_reason},
+                }
+            )  # fmt: skip
+            progress.say("bisect", f"{reg.name}: same crash as {same['test']}, not bisected again")
+            continue
+        if max_tests is not None and bisected >= max_tests:
             # Each probe boots guests in the test VM; the first regressions bound the run time.
             found.append(
                 {
@@ -158,6 +199,7 @@ def bisect_regressions(
             )  # fmt: skip
             continue
         progress.say("bisect", f"{reg.name}: bisecting over {len(patches)} patches")
+        bisected += 1
         safe = reg.name.replace("/", "_").replace(":", "_")
 
         differently: list[dict[str, Any]] = []  # probes that failed, but not like patched
@@ -203,5 +245,7 @@ def bisect_regressions(
                 },
             }
         )
+        if signature:
+            by_signature[signature] = found[-1]
         progress.say("bisect", f"{reg.name}: first bad patch {named} ({subject})")
     return found

@@ -47,6 +47,8 @@ class Crash:
 
 @dataclass(frozen=True)
 class TestOutcome:
+    __test__ = False  # not a pytest test class, whatever its name
+
     test_id: str  # Avocado id, e.g. "tests/functional/test_boot.py:BootTraffic.test_traffic"
     name: str  # short name: "BootTraffic.test_traffic"
     build: str  # "baseline" | "patched"
