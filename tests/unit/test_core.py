@@ -85,15 +85,17 @@ def test_test_classes_pick_the_classes_with_a_matching_tag() -> None:
     assert ref.startswith("tests/functional/test_") and ref.endswith("\\.")
 
 
-def test_test_groups_one_boot_for_single_vm_classes_one_per_migration_class() -> None:
+def test_test_groups_single_vm_migration_and_bigger_migration_boots() -> None:
     from seriesgate.functional.jobs import test_files
-    from seriesgate.functional.runner import SINGLE_VM_GROUP, test_groups
+    from seriesgate.functional.runner import MIGRATION_GROUP, SINGLE_VM_GROUP, test_groups
 
     groups = test_groups(test_files(), ())
-    assert groups[0].label == SINGLE_VM_GROUP and len(groups[0].classes) == 6
-    assert all(len(g.classes) == 1 for g in groups[1:]) and len(groups) == 9
-    assert groups[0].l1_memory_mb is None
-    ordering = next(g for g in groups if g.label == "test_migration.MigrationMapOrdering")
-    assert ordering.l1_memory_mb == 3072 and len(ordering.references) == 1
+    assert [g.label for g in groups] == [SINGLE_VM_GROUP, MIGRATION_GROUP, "migration-3072mb"]
+    single, migration, large = groups
+    assert len(single.classes) == 6 and single.l1_memory_mb is None
+    assert "MigrationCorrectness" in {c.cls for c in migration.classes}
+    assert migration.l1_memory_mb is None and len(migration.classes) == 6
+    assert {c.cls for c in large.classes} == {"MigrationMapOrdering", "MigrationQmpResponsive"}
+    assert large.l1_memory_mb == 3072 and len(large.references) == 2
     # A tag selection keeps only what it names: quick is one single-VM boot.
     assert [g.label for g in test_groups(test_files(), ("quick",))] == [SINGLE_VM_GROUP]

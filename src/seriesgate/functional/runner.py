@@ -303,10 +303,10 @@ def run_single_test(
     return results.outcomes[0]
 
 
-# Bound on one test group's boot: its job and retry (the single-VM group takes ~3 min, a
-# migration class ~2; the test VM's own idle and lockup watches end a hang sooner). CI has
-# 90 min for everything.
-FUNCTIONAL_TIMEOUT_PER_GROUP = 15 * 60.0
+# Bound on one boot: per test class and build, its job and retry (a class takes 0.5-4 min
+# on one build; the test VM's own idle and lockup watches end a hang sooner). CI has 90 min
+# for everything.
+FUNCTIONAL_TIMEOUT_PER_CLASS = 5 * 60.0
 # The test VM (nested KVM under TCG) has died after 16-1254 s of uptime: a build × group whose
 # VM died before its job finished gets another boot, while the functional budget lasts.
 L1_ATTEMPTS = 3
@@ -418,21 +418,29 @@ def test_classes(files: list[Path], tags: Sequence[str]) -> list[TestClass]:
 
 
 SINGLE_VM_GROUP = "single-vm"
+MIGRATION_GROUP = "migration"
 
 
 def test_groups(files: list[Path], tags: Sequence[str]) -> list[TestGroup]:
-    """The test-VM boots for ``files`` and ``tags``: the single-VM classes share one, and
-    every ``migration`` class gets its own.
+    """The test-VM boots for ``files`` and ``tags``: one for the single-VM classes, one for
+    the migration classes, and one per bigger test-VM size a migration class asks for.
 
-    Why: nested KVM under TCG has killed L1 during migration tests (two L2 guests, dirty
-    logging), after 16-483 s of uptime; a short boot per migration class loses less and
-    costs one class. The single-VM classes never lost their VM, and each boot costs ~20 s
-    of Avocado start-up under TCG.
+    Why: a boot costs ~20 s before the first test (L1 boot, the warm Avocado's imports)
+    and runs both builds; a VM lost mid-run costs only the builds whose job had not
+    finished (:func:`run_functional_isolated`). Migration tests are apart from the
+    single-VM ones because nested KVM under TCG has killed L1 during migrations (two L2
+    guests, dirty logging) and the single-VM tests never lost their VM.
     """
     classes = test_classes(files, tags)
     single = tuple(c for c in classes if "migration" not in c.tags)
     groups = [TestGroup(SINGLE_VM_GROUP, single)] if single else []
-    groups += [TestGroup(c.label, (c,)) for c in classes if "migration" in c.tags]
+    by_memory: dict[int | None, list[TestClass]] = {}
+    for c in classes:
+        if "migration" in c.tags:
+            by_memory.setdefault(c.l1_memory_mb, []).append(c)
+    for memory, members in sorted(by_memory.items(), key=lambda kv: kv[0] or 0):
+        label = MIGRATION_GROUP if memory is None else f"{MIGRATION_GROUP}-{memory}mb"
+        groups.append(TestGroup(label, tuple(members)))
     return groups
 
 
@@ -481,7 +489,9 @@ def run_functional_isolated(
                     tags=tags or None,
                     builds=pending,
                     tests=group.references,
-                    timeout=min(FUNCTIONAL_TIMEOUT_PER_GROUP * len(pending), left),
+                    timeout=min(
+                        FUNCTIONAL_TIMEOUT_PER_CLASS * len(group.classes) * len(pending), left
+                    ),
                     l1_memory_mb=group.l1_memory_mb,
                     label=group.label,
                 )
