@@ -102,3 +102,26 @@ def test_real_console_scripts_exist(entry: str) -> None:
     """The fallback names a script of this venv (or python -m)."""
     command = zygote.real_command(entry)
     assert Path(command[0]).exists()
+
+
+def test_job_timeout_reaches_the_test_through_the_client(tmp_path: Path) -> None:
+    """Avocado ends a task on --job-timeout with SIGTERM to the runner it started (our client):
+    the client relays it, so the test is interrupted and the job ends on time."""
+    with zygote.running(tmp_path / "z") as warm:
+        start = time.monotonic()
+        proc = subprocess.run(
+            [str(warm.avocado), "--config", str(PROJECT_ROOT / "avocado.cfg"), "run"]
+            + ["--job-timeout", "4", "--job-results-dir", str(tmp_path / "r")]
+            + ["--", f"{SAMPLE}:Sample.test_sleep"],
+            cwd=PROJECT_ROOT,
+            env={**warm.env, "SG_SAMPLE_PIDFILE": str(tmp_path / "pid")},
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        elapsed = time.monotonic() - start
+    (job,) = (tmp_path / "r").glob("job-*")
+    (test,) = json.loads((job / "results.json").read_text())["tests"]
+    assert test["status"] == "INTERRUPTED", proc.stdout[-2000:]
+    assert proc.returncode != 0 and elapsed < 60
+    assert _gone(int((tmp_path / "pid").read_text()), 10)

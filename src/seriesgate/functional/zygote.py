@@ -66,7 +66,7 @@ CONNECT_WAIT_S = 60.0
 
 
 class ZygoteError(Exception):
-    """The warm runner could not start (the caller then goes without it)."""
+    """A request the server cannot serve (it answers by closing the connection)."""
 
 
 # -- client ------------------------------------------------------------------------------------
@@ -116,9 +116,12 @@ def main():
     ).encode()
     socket.send_fds(conn, [struct.pack("!I", len(request)) + request], [0, 1, 2])
     child = [0]
+    pending = []  # signals that came before the child's pid: delivered once it is known
     def relay(signum, frame):
         if child[0]:
             os.kill(child[0], signum)
+        else:
+            pending.append(signum)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, relay)
     reader = conn.makefile("r")
@@ -126,6 +129,8 @@ def main():
         word, _, value = line.partition(" ")
         if word == "pid":
             child[0] = int(value)
+            for signum in pending:
+                os.kill(child[0], signum)
         elif word == "exit":
             code = int(value)
             sys.exit(code if code >= 0 else 128 - code)
