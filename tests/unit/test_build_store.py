@@ -93,3 +93,34 @@ def test_store_marks_complete_only_with_its_result_file(tmp_path: Path) -> None:
     assert json.loads((bd.store / "t2" / "result.json").read_text())["binary"] is None
     binary.unlink()
     assert bd.stored("t1") is None
+
+
+def _elf_sections(binary: Path) -> str:
+    return subprocess.run(
+        ["readelf", "-S", str(binary)], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def test_stored_binaries_get_a_gdb_index(tmp_path: Path) -> None:
+    """gdb in the test VM reads a crash's backtrace from the index, not from all the DWARF."""
+    bd = BuildDir(tmp_path / "cache", "k")
+    bd.build.mkdir(parents=True)
+    source = tmp_path / "main.c"
+    source.write_text("int main(void) { return 0; }\n")
+    subprocess.run(
+        ["gcc", "-g", "-o", str(bd.build / "qemu-system-x86_64"), str(source)], check=True
+    )
+    log = tmp_path / "build.log"
+    log.write_text("ok\n")
+    data = {"ok": True, "configure_line": [], "wall_time": 1.0, "compile_steps": 1, "errors": []}
+    bd.put("t1", log, data)
+    stored = bd.stored("t1")
+    assert stored is not None and stored["gdb_index"] is True
+    assert ".gdb_index" in _elf_sections(Path(stored["binary"]))
+    # A binary stored before this gets its index on the next lookup, once.
+    marker = bd.store / "t1" / "result.json"
+    old = json.loads(marker.read_text())
+    del old["gdb_index"]
+    marker.write_text(json.dumps(old))
+    assert bd.stored("t1")["gdb_index"] is True  # type: ignore[index]
+    assert json.loads(marker.read_text())["gdb_index"] is True

@@ -87,6 +87,29 @@ def _short(commit: str) -> str:
     return commit[:12]
 
 
+def add_gdb_index(binary: Path) -> bool:
+    """Give ``binary`` a ``.gdb_index`` section; whether it has one now.
+
+    Why: a crash's backtrace is taken by gdb inside the test VM (TCG), where reading the
+    73 MB of DWARF of a QEMU binary without an index took ~17 s per crash; natively the
+    symbol lookup goes from 0.63 s to 0.21 s with it. The binary is replaced atomically
+    (a QEMU running from it keeps the old inode).
+    """
+    tool = shutil.which("gdb-add-index")
+    if tool is None:
+        return False
+    work = binary.with_name(f".{binary.name}.index{os.getpid()}")
+    try:
+        shutil.copy2(binary, work)
+        result = run([tool, str(work)], what="gdb-add-index", timeout=300, check=False)
+        if result.returncode != 0:
+            return False
+        os.replace(work, binary)
+        return True
+    finally:
+        work.unlink(missing_ok=True)
+
+
 class BuildDir:
     """The persistent source checkout + build dir for one cache key."""
 
@@ -121,8 +144,12 @@ class BuildDir:
         if not marker.is_file():
             return None
         data: dict[str, Any] = json.loads(marker.read_text())
-        if data.get("ok") and not (self.store / tree_hash / cfg.BINARY_NAME).is_file():
+        binary = self.store / tree_hash / cfg.BINARY_NAME
+        if data.get("ok") and not binary.is_file():
             return None  # binary removed by hand: build again
+        if data.get("ok") and "gdb_index" not in data:  # stored before binaries had one
+            data["gdb_index"] = add_gdb_index(binary)
+            marker.write_text(json.dumps(data, indent=2))
         return data
 
     def put(self, tree_hash: str, log: Path, data: dict[str, Any]) -> Path:
@@ -131,10 +158,16 @@ class BuildDir:
         tmp = self.store / f".{tree_hash}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        index = False
         if data["ok"]:
             shutil.copy2(self.build / cfg.BINARY_NAME, tmp / cfg.BINARY_NAME)
+            index = add_gdb_index(tmp / cfg.BINARY_NAME)
         shutil.copy2(log, tmp / "build.log")
-        stored_data = {**data, "binary": str(final / cfg.BINARY_NAME) if data["ok"] else None}
+        stored_data = {
+            **data,
+            "binary": str(final / cfg.BINARY_NAME) if data["ok"] else None,
+            "gdb_index": index,
+        }
         (tmp / RESULT_FILE).write_text(json.dumps(stored_data, indent=2))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
