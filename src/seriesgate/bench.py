@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -126,22 +125,24 @@ def run_inner(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Median, min and max of every metric per (build, size)."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["build"], int(row["guest_mem_mb"])), []).append(row)
+    """Median, min and max of every metric per (build, size), rounded for printing.
+
+    The statistics are the report's (:func:`seriesgate.report.bench_plot.bench_stats`), so
+    the printed table and the report's cannot disagree.
+    """
+    from seriesgate.report.bench_plot import bench_stats
+
     out = []
-    for (build, mem), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        entry: dict[str, Any] = {"build": build, "guest_mem_mb": mem, "runs": len(group)}
+    for stats in bench_stats(list(rows)):
+        entry: dict[str, Any] = {
+            "build": stats["build"],
+            "guest_mem_mb": stats["guest_mem_mb"],
+            "runs": stats["runs"],
+        }
         for metric in METRICS:
-            values = [float(r[metric]) for r in group if r.get(metric) is not None]
-            if values:
-                entry[metric] = {
-                    "median": round(statistics.median(values), 1),
-                    "min": round(min(values), 1),
-                    "max": round(max(values), 1),
-                }
-        entry["failed_runs"] = sum(1 for r in group if r.get("error"))
+            if metric in stats:
+                entry[metric] = {k: round(v, 1) for k, v in stats[metric].items()}
+        entry["failed_runs"] = stats["failed"]
         out.append(entry)
     return out
 

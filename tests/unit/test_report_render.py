@@ -315,3 +315,27 @@ def test_direction_shown_as_invariant() -> None:
         summary([*h.pair("A.b", "PASS", "PASS", direction=Direction.HOLDS_ON_BOTH)])
     )
     assert "| A.b | - | invariant | PASS 12.5 s | PASS 12.5 s | holds-on-both |" in md
+
+
+def test_bench_printed_summary_is_the_reports_statistics_rounded() -> None:
+    from seriesgate.bench import format_summary, summarize
+
+    runs = load_bench(Path(__file__).parent / "data" / "report" / "bench-rfc-v2-2026-11-26.json")
+    printed = {(e["build"], e["guest_mem_mb"]): e for e in summarize(runs)}
+    for s in bench_stats(runs):
+        e = printed[(s["build"], s["guest_mem_mb"])]
+        assert e["runs"] == s["runs"] and e["failed_runs"] == s["failed"]
+        assert e.get("downtime_ms") == (
+            {k: round(v, 1) for k, v in s["downtime_ms"].items()} if "downtime_ms" in s else None
+        )
+    assert printed[("patched", 2048)]["failed_runs"] == 3
+    table = format_summary(summarize(runs))
+    assert table.splitlines()[0].split()[:2] == ["build", "MiB"] and len(table.splitlines()) == 7
+
+
+def test_report_says_which_tests_were_selected() -> None:
+    gate = {**summary(), "test_selection": ["quick", "core", "claim"]}
+    assert "Tests selected: tags quick, core, claim" in render_markdown(gate)
+    everything = {**summary(), "test_selection": []}
+    assert "Tests selected: all tests" in render_markdown(everything)
+    assert "Tests selected" not in render_markdown(summary())  # older summaries: nothing said
