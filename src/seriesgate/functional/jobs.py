@@ -5,7 +5,8 @@ Avocado job per build (``DIR/<build>/job-*``), then re-runs each failed test onc
 second job (``DIR/<build>-retry/job-*``), and writes ``DIR/jobs.json`` saying which job
 directory holds which build's first run and retry. The host side
 (:mod:`seriesgate.functional.runner`) starts this once per L1 boot, since booting the test
-VM is the costly part.
+VM is the costly part; the jobs run through the warm Avocado of
+:mod:`seriesgate.functional.zygote` (``$SERIESGATE_WARM_AVOCADO=0``: without).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,8 +32,8 @@ AVOCADO_CFG = PROJECT_ROOT / "avocado.cfg"
 # Owned by the testenv stage: checks the environment itself, not a QEMU build.
 NOT_BUILD_TESTS = ("test_testenv_smoke.py",)
 FAILED = ("FAIL", "ERROR", "INTERRUPTED")
-# "0" runs Avocado's runner cold, one fresh process per test (for comparing; see zygote).
-WARM_RUNNER_ENV = "SERIESGATE_WARM_RUNNER"
+# "0": a fresh Avocado process per job and per test, no warm server (for comparing; zygote).
+WARM_AVOCADO_ENV = "SERIESGATE_WARM_AVOCADO"
 
 
 def test_files(directory: Path = FUNCTIONAL_DIR) -> list[Path]:
@@ -114,14 +116,20 @@ def failed_test_refs(job: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def warm_avocado() -> Iterator[zygote.WarmAvocado | None]:
-    """The warm Avocado (:mod:`seriesgate.functional.zygote`), unless disabled."""
-    if os.environ.get(WARM_RUNNER_ENV, "1") == "0":
+def warm_avocado(results_dir: Path) -> Iterator[zygote.WarmAvocado | None]:
+    """The warm Avocado (:mod:`seriesgate.functional.zygote`), unless disabled; its server's
+    log ends up in ``results_dir/zygote.log``."""
+    if os.environ.get(WARM_AVOCADO_ENV, "1") == "0":
         yield None
         return
     # Local temporary space: a unix socket cannot be bound on 9p (the results in L1).
-    with tempfile.TemporaryDirectory(prefix="sg-zygote-") as tmp, zygote.running(Path(tmp)) as warm:
-        yield warm
+    with tempfile.TemporaryDirectory(prefix="sg-zygote-") as tmp:
+        try:
+            with zygote.running(Path(tmp)) as warm:
+                yield warm
+        finally:
+            with contextlib.suppress(OSError):
+                shutil.copyfile(Path(tmp) / "server.log", results_dir / "zygote.log")
 
 
 def run_builds(
@@ -141,7 +149,7 @@ def run_builds(
     """
     if not tests:
         tests = [str(p.relative_to(PROJECT_ROOT)) for p in test_files()]
-    with warm_avocado() as warm:
+    with warm_avocado(results_dir) as warm:
         return _run_builds(
             builds, results_dir, firmware_dirs, tags, params, retry, job_timeout, tests, warm
         )
