@@ -220,6 +220,7 @@ def run_functional(
     whose datapath is dead with anonymous guest RAM: only for showing that tests fail then.
     """
     from seriesgate.testenv import run_in_env  # the testenv stage owns the L1 VM
+    from seriesgate.testenv.vm import Terminated
 
     binaries, fw_dirs = binaries_of(builds_in, builds)
     if firmware_dirs is not None:
@@ -252,6 +253,8 @@ def run_functional(
                 use_va=use_va,
                 memory_mb=l1_memory_mb,
             )
+    except Terminated:
+        raise  # SIGTERM: stop here, whatever finished (the caller keeps what is on disk)
     except InfraError as exc:
         # The test VM died (nested KVM under TCG has panicked L1). The builds whose job
         # finished before that still stand; the caller boots again for the others (or, with
