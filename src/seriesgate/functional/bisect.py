@@ -89,7 +89,8 @@ _FRAME_FUNCTION = re.compile(r"^#\d+\s+(?:0x[0-9a-f]+ in )?([\w:~<>]+)")
 
 
 def crash_signature(outcome: TestOutcome, depth: int = 3) -> tuple[str, ...] | None:
-    """A crash's signal and top function names (addresses and arguments vary per process).
+    """A crash's signal and top function names (addresses and arguments vary per process);
+    None without a crash or without a backtrace.
 
     >>> from seriesgate.functional.model import Crash, Direction
     >>> frames = ("#0  0x000055c4c29a20ba in qemu_get_subqueue (nic=0x0) at net.c:355",
@@ -103,6 +104,8 @@ def crash_signature(outcome: TestOutcome, depth: int = 3) -> tuple[str, ...] | N
     if outcome.crash is None:
         return None
     names = [m.group(1) for f in outcome.crash.frames if (m := _FRAME_FUNCTION.match(f))]
+    if not names:
+        return None  # no backtrace: a signal alone does not say where
     return (outcome.crash.signal, *names[:depth])
 
 
