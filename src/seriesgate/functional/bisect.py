@@ -233,22 +233,21 @@ def bisect_regressions(
             # base) remains before "patched": that patch is the culprit, say how we know.
             named = result.skipped[0]
         subject = next((p.subject for p in patches if p.index == named), None)
-        found.append(
-            {
-                "test": reg.name,
-                "first_bad_patch_index": named,
-                "subject": subject,
-                "evidence": {
-                    "last_good_patch_index": result.last_good,
-                    "skipped_unbuilt": result.skipped,
-                    "by_elimination": named != result.first_bad,
-                    "probes": result.probes,
-                    "failed_differently": differently,
-                    "patched_fail_reason": reg.fail_reason,
-                },
-            }
-        )
+        bisected_entry: dict[str, Any] = {
+            "test": reg.name,
+            "first_bad_patch_index": named,
+            "subject": subject,
+            "evidence": {
+                "last_good_patch_index": result.last_good,
+                "skipped_unbuilt": result.skipped,
+                "by_elimination": named != result.first_bad,
+                "probes": result.probes,
+                "failed_differently": differently,
+                "patched_fail_reason": reg.fail_reason,
+            },
+        }
+        found.append(bisected_entry)
         if signature:
-            by_signature[signature] = found[-1]
+            by_signature[signature] = bisected_entry
         progress.say("bisect", f"{reg.name}: first bad patch {named} ({subject})")
     return found

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -117,19 +116,17 @@ def failed_test_refs(job: Path) -> list[str]:
 
 @contextlib.contextmanager
 def warm_avocado(results_dir: Path) -> Iterator[zygote.WarmAvocado | None]:
-    """The warm Avocado (:mod:`seriesgate.functional.zygote`), unless disabled; its server's
-    log ends up in ``results_dir/zygote.log``."""
+    """The warm Avocado (:mod:`seriesgate.functional.zygote`), unless disabled; its server
+    logs to ``results_dir/zygote.log``."""
     if os.environ.get(WARM_AVOCADO_ENV, "1") == "0":
         yield None
         return
     # Local temporary space: a unix socket cannot be bound on 9p (the results in L1).
-    with tempfile.TemporaryDirectory(prefix="sg-zygote-") as tmp:
-        try:
-            with zygote.running(Path(tmp)) as warm:
-                yield warm
-        finally:
-            with contextlib.suppress(OSError):
-                shutil.copyfile(Path(tmp) / "server.log", results_dir / "zygote.log")
+    with (
+        tempfile.TemporaryDirectory(prefix="sg-zygote-") as tmp,
+        zygote.running(Path(tmp), log_path=results_dir / "zygote.log") as warm,
+    ):
+        yield warm
 
 
 def run_builds(
@@ -150,66 +147,51 @@ def run_builds(
     if not tests:
         tests = [str(p.relative_to(PROJECT_ROOT)) for p in test_files()]
     with warm_avocado(results_dir) as warm:
-        return _run_builds(
-            builds, results_dir, firmware_dirs, tags, params, retry, job_timeout, tests, warm
-        )
-
-
-def _run_builds(
-    builds: dict[str, Path],
-    results_dir: Path,
-    firmware_dirs: Sequence[Path],
-    tags: Sequence[str] | None,
-    params: Sequence[str],
-    retry: bool,
-    job_timeout: float,
-    tests: Sequence[str],
-    warm: zygote.WarmAvocado | None,
-) -> dict[str, Any]:
-    index: dict[str, Any] = {"builds": {}, "warm_avocado": warm is not None}
-    for name, qemu_bin in builds.items():
-        start = time.monotonic()
-        print(f"[functional] {name}: avocado job ...", file=sys.stderr, flush=True)
-        argv = avocado_argv(
-            qemu_bin=qemu_bin,
-            results=results_dir / name,
-            tests=tests,
-            firmware_dirs=firmware_dirs,
-            tags=tags,
-            params=params,
-        )
-        job, rc = run_job(argv, results_dir / name, job_timeout, warm)
-        entry: dict[str, Any] = {"qemu_bin": str(qemu_bin), "job": str(job) if job else None}
-        entry["rc"] = rc
-        index["builds"][name] = entry
-        # Written before the retry too: if the test VM dies during the retry, the first
-        # job's results still count (the host side reads this file after the VM is gone).
-        (results_dir / "jobs.json").write_text(json.dumps(index, indent=2) + "\n")
-        if job is not None and retry and (job / "results.json").exists():
-            refs = failed_test_refs(job)
-            if refs:
-                entry["retry_pending"] = True
-                (results_dir / "jobs.json").write_text(json.dumps(index, indent=2) + "\n")
-                print(
-                    f"[functional] {name}: retrying {len(refs)} failed test(s) ...", file=sys.stderr
-                )
-                argv = avocado_argv(
-                    qemu_bin=qemu_bin,
-                    results=results_dir / f"{name}-retry",
-                    tests=refs,
-                    firmware_dirs=firmware_dirs,
-                    tags=None,
-                    params=params,
-                )
-                rjob, rrc = run_job(argv, results_dir / f"{name}-retry", job_timeout, warm)
-                entry["retry_job"] = str(rjob) if rjob else None
-                entry["retry_rc"] = rrc
-                entry.pop("retry_pending")
-        entry["wall_s"] = round(time.monotonic() - start, 1)
-        print(f"[functional] {name}: done ({entry['wall_s']} s)", file=sys.stderr, flush=True)
-        index["builds"][name] = entry
-        (results_dir / "jobs.json").write_text(json.dumps(index, indent=2) + "\n")
-    return index
+        index: dict[str, Any] = {"builds": {}, "warm_avocado": warm is not None}
+        for name, qemu_bin in builds.items():
+            start = time.monotonic()
+            print(f"[functional] {name}: avocado job ...", file=sys.stderr, flush=True)
+            argv = avocado_argv(
+                qemu_bin=qemu_bin,
+                results=results_dir / name,
+                tests=tests,
+                firmware_dirs=firmware_dirs,
+                tags=tags,
+                params=params,
+            )
+            job, rc = run_job(argv, results_dir / name, job_timeout, warm)
+            entry: dict[str, Any] = {"qemu_bin": str(qemu_bin), "job": str(job) if job else None}
+            entry["rc"] = rc
+            index["builds"][name] = entry
+            # Written before the retry too: if the test VM dies during the retry, the first
+            # job's results still count (the host side reads this file after the VM is gone).
+            (results_dir / "jobs.json").write_text(json.dumps(index, indent=2) + "\n")
+            if job is not None and retry and (job / "results.json").exists():
+                refs = failed_test_refs(job)
+                if refs:
+                    entry["retry_pending"] = True
+                    (results_dir / "jobs.json").write_text(json.dumps(index, indent=2) + "\n")
+                    print(
+                        f"[functional] {name}: retrying {len(refs)} failed test(s) ...",
+                        file=sys.stderr,
+                    )
+                    argv = avocado_argv(
+                        qemu_bin=qemu_bin,
+                        results=results_dir / f"{name}-retry",
+                        tests=refs,
+                        firmware_dirs=firmware_dirs,
+                        tags=None,
+                        params=params,
+                    )
+                    rjob, rrc = run_job(argv, results_dir / f"{name}-retry", job_timeout, warm)
+                    entry["retry_job"] = str(rjob) if rjob else None
+                    entry["retry_rc"] = rrc
+                    entry.pop("retry_pending")
+            entry["wall_s"] = round(time.monotonic() - start, 1)
+            print(f"[functional] {name}: done ({entry['wall_s']} s)", file=sys.stderr, flush=True)
+            index["builds"][name] = entry
+            (results_dir / "jobs.json").write_text(json.dumps(index, indent=2) + "\n")
+        return index
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -533,7 +533,6 @@ def run_functional_isolated(
             pending = missing
             if not pending:
                 break
-        else:
-            if pending:  # every attempt ended with builds still to run
-                not_run.append(f"{group.label} ({', '.join(pending)}): test VM failed every time")
+        else:  # every attempt ended with builds still to run
+            not_run.append(f"{group.label} ({', '.join(pending)}): test VM failed every time")
     return FunctionalResults(outcomes=tuple(outcomes), job_dirs=tuple(job_dirs), env=facts), not_run

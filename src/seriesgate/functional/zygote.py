@@ -180,16 +180,19 @@ class WarmAvocado:
 
 
 @contextlib.contextmanager
-def running(workdir: Path, env: Mapping[str, str] | None = None) -> Iterator[WarmAvocado]:
+def running(
+    workdir: Path, env: Mapping[str, str] | None = None, log_path: Path | None = None
+) -> Iterator[WarmAvocado]:
     """Start the server under ``workdir`` (local, not 9p); yield how to use it.
 
-    The server is terminated and reaped on the way out, whatever happened.
+    The server logs to ``log_path`` (default ``workdir/server.log``). It is terminated and
+    reaped on the way out, whatever happened.
     """
     env = dict(os.environ if env is None else env)
     workdir.mkdir(parents=True, exist_ok=True)
     socket_path = workdir / "zygote.sock"
     bindir = workdir / "bin"
-    log = (workdir / "server.log").open("ab")
+    log = (log_path or workdir / "server.log").open("ab")
     server = subprocess.Popen(  # noqa: S603 - our own module
         [sys.executable, "-m", __name__, "serve", str(socket_path)],
         stdin=subprocess.DEVNULL,
