@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -46,6 +47,7 @@ class RunOptions:
     bisect: bool = True
     bisect_max: int = 2  # regressed tests bisected per run (each probe boots guests)
     out: Path | None = None
+    fresh_baseline: bool = False  # measure the baseline again instead of reusing cached results
 
 
 @dataclass
@@ -128,7 +130,11 @@ def _run_stages(opts: RunOptions, state: RunState) -> None:
         state.env = prepare(_mode(opts.env_mode))
     with _stage(state, "functional"):
         state.functional, not_run = run_functional_isolated(
-            state.builds, state.env, results_dir=out, tags=opts.tags
+            state.builds,
+            state.env,
+            results_dir=out,
+            tags=opts.tags,
+            fresh_baseline=opts.fresh_baseline,
         )
         if not_run:
             state.error = "the test VM failed every attempt for: " + "; ".join(not_run)
@@ -250,6 +256,10 @@ def selected_tags(specs: list[str], everything: bool = False) -> tuple[str, ...]
     return () if everything else tags or GATE_TAGS
 
 
+# For CI variables: the same as --fresh-baseline.
+FRESH_BASELINE_ENV = "SERIESGATE_FRESH_BASELINE"
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(
         message_id=args.message_id,
@@ -262,6 +272,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         bisect=not args.no_bisect,
         bisect_max=args.bisect_max,
         out=args.out,
+        fresh_baseline=args.fresh_baseline or os.environ.get(FRESH_BASELINE_ENV, "") == "1",
     )
     if opts.mbox is not None and not opts.mbox.is_file():
         raise InputError(f"mbox {opts.mbox} does not exist", hint="give the path of an mbox file")
@@ -299,6 +310,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--bisect-max", type=int, default=2, help="regressed tests to bisect (default 2)"
     )
     p.add_argument("--out", type=Path, help="results directory (default: results/<time>-<id>)")
+    p.add_argument(
+        "--fresh-baseline",
+        action="store_true",
+        help="measure the baseline again instead of reusing its cached results "
+        f"(${FRESH_BASELINE_ENV}=1 does the same)",
+    )
     p.add_argument(
         "--check-tool",
         action="store_true",

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from seriesgate.errors import InputError
-from seriesgate.functional import model
 from seriesgate.functional.model import Direction, Status
 from seriesgate.functional.runner import binaries_of, collect, merge_retry, parse_job
+from seriesgate.paths import PROJECT_ROOT
 
 JOB = Path(__file__).parent / "data" / "functional" / "avocado-113-job"
+BOOT_TESTS = PROJECT_ROOT / "tests" / "functional" / "test_boot_traffic.py"
 
 
 def test_parse_job_tags_claim_direction_measurements() -> None:
@@ -91,47 +92,102 @@ def test_finished_builds_are_those_whose_first_job_has_results(tmp_path: Path) -
     assert finished_builds(jobs_json, both) == ["baseline", "patched"]
 
 
-def test_isolated_boots_again_only_for_the_builds_whose_job_did_not_finish(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The re-boot policy: a VM lost during patched's job keeps baseline's results."""
-    from seriesgate.functional import runner
+def _fake_boot(calls: list[dict[str, object]], lose_first: bool):
+    """A stand-in for one test-VM boot (the policy under test is the host's loop): it
+    writes a real jobs.json whose jobs are copies of a real Avocado job; the first boot
+    "loses" the VM after baseline's job when ``lose_first``."""
     from seriesgate.functional.model import FunctionalResults
 
-    calls: list[tuple[str, ...]] = []
-
     def one_boot(_builds_in: object, _env: object, **kw: object) -> FunctionalResults:
-        builds = tuple(kw["builds"])  # type: ignore[call-overload]
-        calls.append(builds)
-        lost = len(calls) == 1
-        done = builds[:1] if lost else builds
-        outcomes = tuple(
-            model.TestOutcome(
-                test_id="t.py:BootTraffic.test_traffic",
-                name="BootTraffic.test_traffic",
-                build=b,
-                status=Status.PASS,
-                time=1.0,
-                tags=("quick",),
-                claim=None,
-                direction=Direction.HOLDS_ON_BOTH,
-            )
-            for b in done
-        )
+        builds = list(kw["builds"])  # type: ignore[call-overload]
+        reused = dict(kw.get("reused") or {})  # type: ignore[call-overload]
+        results_dir = Path(str(kw["results_dir"]))
+        calls.append({"builds": builds, "reused": sorted(reused)})
+        lost = lose_first and len(calls) == 1
+        index: dict[str, object] = {"builds": {}}
+        done = []
+        for b in builds:
+            if b in reused:
+                index["builds"][b] = reused[b]  # type: ignore[index]
+                done.append(b)
+                continue
+            if lost and done:
+                break
+            job = results_dir / b / "job-1"
+            shutil.copytree(JOB, job)
+            index["builds"][b] = {"job": str(job)}  # type: ignore[index]
+            done.append(b)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        (results_dir / "jobs.json").write_text(json.dumps(index))
         env = {
             "builds_not_run": [b for b in builds if b not in done],
             "l1_failure_after_first_jobs": "L1 panic" if lost else None,
+            "jobs_index": str(results_dir / "jobs.json"),
         }
-        return FunctionalResults(outcomes=outcomes, job_dirs=(), env=env)
+        return FunctionalResults(outcomes=(), job_dirs=(), env=env)
 
-    monkeypatch.setattr(runner, "run_functional", one_boot)
+    return one_boot
+
+
+def test_isolated_boots_again_only_for_the_builds_whose_job_did_not_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The re-boot policy: a VM lost during patched's job keeps baseline's results, and the
+    next boot gets baseline's finished job (for the retry decision) without re-running it."""
+    from seriesgate.functional import runner
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(runner, "run_functional", _fake_boot(calls, lose_first=True))
+    monkeypatch.setattr(runner, "test_files", lambda: [BOOT_TESTS])
     results, not_run = runner.run_functional_isolated(
-        {},
-        object(),
+        {"baseline": JOB, "patched": JOB},
+        object(),  # type: ignore[arg-type]
         results_dir=tmp_path,
-        tags=("quick",),  # type: ignore[arg-type]
+        tags=("quick",),
+        reuse_baseline=False,
     )
-    assert calls == [("baseline", "patched"), ("patched",)]
-    assert [o.build for o in results.outcomes] == ["baseline", "patched"]
+    assert calls == [
+        {"builds": ["baseline", "patched"], "reused": []},
+        {"builds": ["baseline", "patched"], "reused": ["baseline"]},
+    ]
+    assert sorted({o.build for o in results.outcomes}) == ["baseline", "patched"]
+    assert len(results.outcomes) == 2 * len(parse_job(JOB, "x"))
     assert not_run == []
     assert any("baseline were kept; booted again for patched" in n for n in results.env["notes"])
+
+
+def test_isolated_reuses_a_stored_baseline_and_runs_only_patched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """First run: baseline measured and stored; second run: it comes from the cache (and is
+    said so in the facts); --fresh-baseline measures it again."""
+    from seriesgate.functional import runner
+    from seriesgate.testenv.model import GuestImage, Mode, TestEnv
+
+    monkeypatch.setenv("SERIESGATE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(runner, "test_files", lambda: [BOOT_TESTS])
+    binary = tmp_path / "qemu"
+    binary.write_bytes(b"baseline binary")
+    initrd = tmp_path / "l2.cpio"
+    initrd.write_bytes(b"l2")
+    env = TestEnv(Mode.VM, "6.12", GuestImage(initrd, initrd, ""), tmp_path, True)
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(runner, "run_functional", _fake_boot(calls, lose_first=False))
+    bins = {"baseline": binary, "patched": binary}
+
+    def run(name: str, **kw: bool) -> runner.FunctionalResults:
+        return runner.run_functional_isolated(
+            bins, env, results_dir=tmp_path / name, tags=("quick",), **kw
+        )[0]
+
+    first = run("run1")
+    assert calls[-1]["reused"] == [] and "baseline_reuse" not in first.env
+    second = run("run2")
+    assert calls[-1]["reused"] == ["baseline"]
+    assert second.env["baseline_reuse"]["from_run"] == "run1"
+    assert {o.build for o in second.outcomes} == {"baseline", "patched"}
+    run("run3", fresh_baseline=True)
+    assert calls[-1]["reused"] == []
+    binary.write_bytes(b"another baseline binary")  # a new base: its own baseline
+    run("run4")
+    assert calls[-1]["reused"] == []

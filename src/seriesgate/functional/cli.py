@@ -19,7 +19,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "each build; failed tests are retried once. Results (Avocado jobs, measurements) go "
         "under --results-dir.",
     )
-    p.add_argument("--build", choices=("baseline", "patched", "both"), default="both")
+    p.add_argument(
+        "--build",
+        choices=("baseline", "patched", "repaired", "both"),
+        default="both",
+        help="which build(s) to test (both: baseline and patched)",
+    )
     p.add_argument("--tags", action="append", help="Avocado tag filter (repeatable, OR)")
     p.add_argument(
         "--bin",
@@ -64,7 +69,8 @@ def summary_lines(results: FunctionalResults) -> list[str]:
     for o in results.outcomes:
         extra = " (flaky: passed on retry)" if o.flaky else ""
         reason = f": {o.fail_reason.splitlines()[0][:160]}" if o.fail_reason else ""
-        lines.append(f"{o.build:9} {o.status.value:6} {o.time:6.1f}s {o.name}{extra}{reason}")
+        note = f" [{o.retry_note}]" if o.retry_note else ""
+        lines.append(f"{o.build:9} {o.status.value:6} {o.time:6.1f}s {o.name}{extra}{note}{reason}")
     return lines
 
 

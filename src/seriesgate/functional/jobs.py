@@ -15,9 +15,11 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -76,10 +78,39 @@ def avocado_argv(
     return [*argv, "--", *tests]
 
 
+# Avocado's human output, one line per finished test:
+#  " (2/5) tests/functional/test_x.py:Cls.test_y:  FAIL: reason (12.34 s)"
+_FINISHED = re.compile(
+    r"^\s*\((\d+)/(\d+)\)\s+(\S+?):\s+(PASS|FAIL|ERROR|SKIP|CANCEL|INTERRUPTED|WARN)\b"
+    r".*\(([\d.]+)\s*s\)\s*$"
+)
+
+
+def finished_line(build: str, line: str) -> str | None:
+    """The progress line for one of Avocado's "test finished" lines, else None.
+
+    >>> finished_line("patched", " (2/5) tests/functional/t.py:Mig.test_x:  FAIL: no (12.34 s)")
+    '[functional] patched Mig.test_x FAIL 12.3 s (2/5)'
+    >>> finished_line("patched", " (2/5) tests/functional/t.py:Mig.test_x: STARTED") is None
+    True
+    """
+    m = _FINISHED.match(line)
+    if m is None:
+        return None
+    done, total, ref, status, secs = m.groups()
+    name = ref.rsplit(":", 1)[-1]
+    return f"[functional] {build} {name} {status} {float(secs):.1f} s ({done}/{total})"
+
+
 def run_job(
-    argv: list[str], results: Path, timeout: float, warm: zygote.WarmAvocado | None = None
+    argv: list[str],
+    results: Path,
+    timeout: float,
+    warm: zygote.WarmAvocado | None = None,
+    build: str = "",
 ) -> tuple[Path | None, int]:
-    """Run one Avocado job; its job directory and exit code (output to a log file)."""
+    """Run one Avocado job; its job directory and exit code (output to a log file, one
+    progress line per finished test on stderr)."""
     if warm is not None:
         argv = [str(warm.avocado), *argv[1:]]
     results.mkdir(parents=True, exist_ok=True)
@@ -87,31 +118,36 @@ def run_job(
     with log.open("ab") as out:
         out.write(("$ " + " ".join(argv) + "\n").encode())
         out.flush()
+        proc = subprocess.Popen(  # noqa: S603 - argv list
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env=None if warm is None else warm.env,
+        )
+        assert proc.stdout is not None
+
+        def relay() -> None:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                out.write(raw)
+                out.flush()
+                line = finished_line(build, raw.decode(errors="replace"))
+                if line and build:
+                    print(line, file=sys.stderr, flush=True)
+
+        reader = threading.Thread(target=relay, daemon=True)
+        reader.start()
         try:
-            proc = subprocess.run(  # noqa: S603 - argv list
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                cwd=PROJECT_ROOT,
-                env=None if warm is None else warm.env,
-            )
-            rc = proc.returncode
+            rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
             rc = -1
+        finally:
+            reader.join(timeout=10)
+            proc.stdout.close()
     return newest_job(results), rc
-
-
-def failed_test_refs(job: Path) -> list[str]:
-    """Test references (``file:Class.method``) of the failed tests of a job."""
-    data = json.loads((job / "results.json").read_text())
-    refs = []
-    for t in data.get("tests", []):
-        if t.get("status") in FAILED:
-            # Avocado matches the method part as a regex: anchor it, or retrying
-            # test_traffic would also run test_traffic_svq.
-            refs.append(str(t["name"]).split(";")[0] + "$")
-    return refs
 
 
 @contextlib.contextmanager
@@ -129,6 +165,28 @@ def warm_avocado(results_dir: Path) -> Iterator[zygote.WarmAvocado | None]:
         yield warm
 
 
+def _write_index(results_dir: Path, index: dict[str, Any]) -> None:
+    # Written after every job: if the test VM dies later, what finished still counts (the
+    # host side reads this file after the VM is gone).
+    tmp = results_dir / "jobs.json.tmp"
+    tmp.write_text(json.dumps(index, indent=2) + "\n")
+    tmp.replace(results_dir / "jobs.json")
+
+
+def _outcomes(name: str, entry: dict[str, Any]) -> list[Any]:
+    """A build's outcomes so far (first job merged with its retries), for the retry decision."""
+    from seriesgate.functional.runner import merge_retry, parse_job
+
+    job = entry.get("job")
+    if not job or not (Path(job) / "results.json").exists():
+        return []
+    outcomes = parse_job(Path(job), name)
+    for rjob in entry.get("retry_jobs", []):
+        if rjob and (Path(rjob) / "results.json").exists():
+            outcomes = merge_retry(outcomes, parse_job(Path(rjob), name))
+    return outcomes
+
+
 def run_builds(
     builds: dict[str, Path],
     results_dir: Path,
@@ -139,16 +197,28 @@ def run_builds(
     retry: bool = True,
     job_timeout: float = 3600.0,
     tests: Sequence[str] | None = None,
+    reused: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run every build's job (and retries); return and write the jobs index.
+    """Run every build's job, then the retries that could change the verdict; return and
+    write the jobs index.
 
-    ``tests``: Avocado references to run (default: every build test file).
+    ``tests``: Avocado references to run (default: every build test file). ``reused``: builds
+    whose first job is already known (a cached baseline: ``{"job": DIR, "retry_jobs": [...]}``);
+    they run no first job, but may be retried (:mod:`seriesgate.functional.retry`).
     """
+    from seriesgate.functional import retry as retry_policy
+
     if not tests:
         tests = [str(p.relative_to(PROJECT_ROOT)) for p in test_files()]
+    reused = reused or {}
     with warm_avocado(results_dir) as warm:
         index: dict[str, Any] = {"builds": {}, "warm_avocado": warm is not None}
         for name, qemu_bin in builds.items():
+            if name in reused:
+                entry = {"qemu_bin": str(qemu_bin), **reused[name], "reused": True}
+                index["builds"][name] = entry
+                _write_index(results_dir, index)
+                continue
             start = time.monotonic()
             print(f"[functional] {name}: avocado job ...", file=sys.stderr, flush=True)
             argv = avocado_argv(
@@ -159,38 +229,50 @@ def run_builds(
                 tags=tags,
                 params=params,
             )
-            job, rc = run_job(argv, results_dir / name, job_timeout, warm)
-            entry: dict[str, Any] = {"qemu_bin": str(qemu_bin), "job": str(job) if job else None}
-            entry["rc"] = rc
-            index["builds"][name] = entry
-            # Written before the retry too: if the test VM dies during the retry, the first
-            # job's results still count (the host side reads this file after the VM is gone).
-            (results_dir / "jobs.json").write_text(json.dumps(index, indent=2) + "\n")
-            if job is not None and retry and (job / "results.json").exists():
-                refs = failed_test_refs(job)
-                if refs:
-                    entry["retry_pending"] = True
-                    (results_dir / "jobs.json").write_text(json.dumps(index, indent=2) + "\n")
-                    print(
-                        f"[functional] {name}: retrying {len(refs)} failed test(s) ...",
-                        file=sys.stderr,
-                    )
-                    argv = avocado_argv(
-                        qemu_bin=qemu_bin,
-                        results=results_dir / f"{name}-retry",
-                        tests=refs,
-                        firmware_dirs=firmware_dirs,
-                        tags=None,
-                        params=params,
-                    )
-                    rjob, rrc = run_job(argv, results_dir / f"{name}-retry", job_timeout, warm)
-                    entry["retry_job"] = str(rjob) if rjob else None
-                    entry["retry_rc"] = rrc
-                    entry.pop("retry_pending")
+            job, rc = run_job(argv, results_dir / name, job_timeout, warm, build=name)
+            entry = {"qemu_bin": str(qemu_bin), "job": str(job) if job else None, "rc": rc}
             entry["wall_s"] = round(time.monotonic() - start, 1)
             print(f"[functional] {name}: done ({entry['wall_s']} s)", file=sys.stderr, flush=True)
             index["builds"][name] = entry
-            (results_dir / "jobs.json").write_text(json.dumps(index, indent=2) + "\n")
+            _write_index(results_dir, index)
+        if not retry:
+            return index
+        # Retries after every first job: whether one could change the verdict depends on
+        # the other builds' results (a failure on both builds alike is not retried).
+        outcomes = [o for n, e in index["builds"].items() for o in _outcomes(n, e)]
+        decisions = retry_policy.decide(outcomes)
+        index["retry_decisions"] = [
+            {"test": d.test_id, "build": d.build, "retry": d.retry, "note": d.note}
+            for d in decisions
+            if d.note
+        ]
+        _write_index(results_dir, index)
+        for name, qemu_bin in builds.items():
+            refs = retry_policy.retry_refs(decisions, name)
+            if not refs:
+                continue
+            entry = index["builds"][name]
+            entry["retry_pending"] = True
+            _write_index(results_dir, index)
+            print(
+                f"[functional] {name}: retrying {len(refs)} failed test(s) ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            where = results_dir / f"{name}-retry"
+            argv = avocado_argv(
+                qemu_bin=qemu_bin,
+                results=where,
+                tests=refs,
+                firmware_dirs=firmware_dirs,
+                tags=None,
+                params=params,
+            )
+            rjob, rrc = run_job(argv, where, job_timeout, warm, build=f"{name} (retry)")
+            entry["retry_jobs"] = [*entry.get("retry_jobs", []), str(rjob) if rjob else None]
+            entry["retry_rc"] = rrc
+            entry.pop("retry_pending")
+            _write_index(results_dir, index)
         return index
 
 
@@ -203,7 +285,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-p", dest="params", action="append", default=[])
     parser.add_argument("--no-retry", action="store_true")
     parser.add_argument("--test", action="append", default=None, help="Avocado test reference")
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="NAME=JOBS_JSON",
+        help="build NAME's first job is known: the 'builds'.NAME entry of this index",
+    )
     args = parser.parse_args(argv)
+    reused = {}
+    for spec in args.reuse:
+        name, _, path = spec.partition("=")
+        reused[name] = json.loads(Path(path).read_text())["builds"][name]
     builds = {}
     for spec in args.build:
         name, _, path = spec.partition("=")
@@ -219,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         params=args.params,
         retry=not args.no_retry,
         tests=args.test,
+        reused=reused,
     )
     # The gate judges the tests' results; this exit code only says the jobs ran.
     return 0 if all(e.get("job") for e in index["builds"].values()) else 3

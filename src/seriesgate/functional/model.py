@@ -61,6 +61,7 @@ class TestOutcome:
     logdir: Path | None = None
     attempts: int = 1  # 2 when retried
     flaky: bool = False  # failed, then passed on retry
+    retry_note: str = ""  # why a failure was (not) retried ("not retried: same on both builds")
     measurements: dict[str, Any] = field(default_factory=dict)
     crash: Crash | None = None
 

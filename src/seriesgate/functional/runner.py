@@ -10,6 +10,7 @@ output directory, ``flaky`` for a test that failed and then passed on retry.
 from __future__ import annotations
 
 import ast
+import io
 import json
 import re
 import sys
@@ -161,6 +162,30 @@ def merge_retry(first: list[TestOutcome], retry: list[TestOutcome]) -> list[Test
     return merged
 
 
+def entry_outcomes(build: str, entry: Mapping[str, Any]) -> tuple[list[TestOutcome], list[Path]]:
+    """One build's outcomes from its ``jobs.json`` entry: the first job merged with each
+    retry job in order (``retry_jobs``; ``retry_job`` in older indexes)."""
+    if not entry.get("job"):
+        raise InfraError(f"the Avocado job for build {build} did not run")
+    job = Path(entry["job"])
+    jobs = [job]
+    outcomes = parse_job(job, build)
+    retries = list(entry.get("retry_jobs", [])) + [entry.get("retry_job")]
+    for rjob in (Path(r) for r in retries if r):
+        if (rjob / "results.json").exists():
+            jobs.append(rjob)
+            outcomes = merge_retry(outcomes, parse_job(rjob, build))
+    return outcomes, jobs
+
+
+def with_retry_notes(
+    outcomes: Iterable[TestOutcome], decisions: Iterable[Mapping[str, Any]]
+) -> list[TestOutcome]:
+    """Each outcome with the note of its retry decision (``jobs.json``'s retry_decisions)."""
+    notes = {(d["test"], d["build"]): str(d.get("note", "")) for d in decisions}
+    return [replace(o, retry_note=notes.get((o.test_id, o.build), o.retry_note)) for o in outcomes]
+
+
 def collect(
     results_dir: Path, builds: Collection[str] | None = None
 ) -> tuple[list[TestOutcome], list[Path]]:
@@ -176,15 +201,10 @@ def collect(
                 f"the Avocado job for build {build} did not run",
                 hint=f"see {results_dir / build / 'avocado.out'}",
             )
-        job = Path(entry["job"])
-        jobs.append(job)
-        first = parse_job(job, build)
-        if entry.get("retry_job"):
-            rjob = Path(entry["retry_job"])
-            jobs.append(rjob)
-            first = merge_retry(first, parse_job(rjob, build))
-        outcomes += first
-    return outcomes, jobs
+        got, their_jobs = entry_outcomes(build, entry)
+        outcomes += got
+        jobs += their_jobs
+    return with_retry_notes(outcomes, index.get("retry_decisions", [])), jobs
 
 
 def finished_builds(jobs_json: Path, builds: Iterable[str]) -> list[str]:
@@ -195,6 +215,28 @@ def finished_builds(jobs_json: Path, builds: Iterable[str]) -> list[str]:
         for b in builds
         if entries.get(b, {}).get("job") and (Path(entries[b]["job"]) / "results.json").exists()
     ]
+
+
+class _ProgressFilter(io.StringIO):
+    """Echo target for the test VM's console: passes on the functional stage's own progress
+    lines (one per finished test), drops everything else (kernel and test chatter)."""
+
+    def __init__(self, prefix: str = "[functional] ") -> None:
+        super().__init__()
+        self.prefix = prefix
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            line = line.strip("\r")
+            if line.startswith(self.prefix):
+                print(line, file=sys.stderr, flush=True)
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def run_functional(
@@ -212,12 +254,16 @@ def run_functional(
     timeout: float = ENV_TIMEOUT,
     l1_memory_mb: int | None = None,  # None: the testenv's default
     label: str = "",  # what the progress line names (a test group)
+    reused: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> FunctionalResults:
     """Run the functional tests on ``builds`` inside ``env``; results under ``results_dir``.
 
     ``firmware_dirs`` (QEMU ``-L``) default to the BuildSet's. ``tests``: Avocado test
     references (default: every build test). ``use_va=True`` loads vdpa_sim with use_va=1,
     whose datapath is dead with anonymous guest RAM: only for showing that tests fail then.
+    ``reused``: builds whose first job is known (``jobs.json`` entries: a cached baseline,
+    or a build that finished in an earlier boot); they run no first job, but their results
+    take part in the retry decisions and they may be retried.
     """
     from seriesgate.testenv import run_in_env  # the testenv stage owns the L1 VM
     from seriesgate.testenv.vm import Terminated
@@ -230,6 +276,11 @@ def run_functional(
     argv = [sys.executable, "-m", "seriesgate.functional.jobs", "--results-dir", str(results_dir)]
     for name, path in binaries.items():
         argv += ["--build", f"{name}={path}"]
+    if reused:
+        known = results_dir / "reused-jobs.json"
+        known.write_text(json.dumps({"builds": dict(reused)}, indent=2) + "\n")
+        for name in reused:
+            argv += ["--reuse", f"{name}={known}"]
     for d in fw_dirs:
         argv += ["--firmware-dir", str(d)]
     for tag in tags or ():
@@ -241,9 +292,10 @@ def run_functional(
     if not retry:
         argv.append("--no-retry")
     env_failure: str | None = None
+    to_run = [b for b in binaries if b not in (reused or {})]
     try:
         what = f"{label} on " if label else "Avocado on "
-        with step("functional", f"{what}{', '.join(binaries)} in the test environment"):
+        with step("functional", f"{what}{', '.join(to_run) or 'retries'} in the test environment"):
             rc = run_in_env(
                 env,
                 argv,
@@ -252,6 +304,7 @@ def run_functional(
                 timeout=timeout,
                 use_va=use_va,
                 memory_mb=l1_memory_mb,
+                echo=_ProgressFilter(),
             )
     except Terminated:
         raise  # SIGTERM: stop here, whatever finished (the caller keeps what is on disk)
@@ -278,6 +331,7 @@ def run_functional(
         "mode": str(env.mode),
         "kernel": env.kernel_version,
         "l1_kvm": env.l1_kvm,
+        "jobs_index": str(results_dir / "jobs.json"),
     }
     return FunctionalResults(outcomes=tuple(outcomes), job_dirs=tuple(jobs), env=facts)
 
@@ -448,35 +502,115 @@ def test_groups(files: list[Path], tags: Sequence[str]) -> list[TestGroup]:
     return groups
 
 
+def variants_of(builds_in: BuildSet | Mapping[str, Path]) -> tuple[str, ...]:
+    """The builds the functional stage runs: baseline, patched, and ``repaired`` (the series
+    with our repairs of its own defects) when the build stage made one."""
+    if isinstance(builds_in, BuildSet):
+        repaired = getattr(builds_in, "repaired", None)
+        extra = ("repaired",) if repaired is not None and repaired.ok else ()
+        return (*DEFAULT_BUILDS, *extra)
+    return tuple(b for b in (*DEFAULT_BUILDS, "repaired") if b in builds_in)
+
+
+@dataclass
+class _BaselineReuse:
+    """The baseline cache for one run: a key per group, hits and what was stored."""
+
+    binary: Path
+    env: TestEnv
+    tags: tuple[str, ...]
+    fresh: bool  # --fresh-baseline: measure again (and store the new results)
+    run_name: str
+    _code: str = ""
+    _binary: str = ""
+    _assets: dict[str, Any] | None = None
+
+    def components(self, group: TestGroup) -> dict[str, Any]:
+        from seriesgate.functional import baseline_cache as bc
+
+        if self._assets is None:  # hashed once per run (a binary: ~0.2 s)
+            self._code = bc.tree_digest(bc.TEST_CODE)
+            self._assets = bc.assets_identity(
+                self.env.manifest, (self.env.l1_kernel, self.env.l1_initrd)
+            )
+            self._assets["l2_initrd"] = bc.file_digest(self.env.l2_guest.initrd)
+            self._assets["mode"] = str(self.env.mode)
+            self._binary = bc.file_digest(self.binary)
+        return bc.key_components(
+            binary_digest=self._binary,
+            test_code_digest=self._code,
+            assets=self._assets,
+            references=group.references,
+            tags=self.tags,
+        )
+
+    def lookup(self, group: TestGroup) -> Any:
+        from seriesgate.functional import baseline_cache as bc
+
+        if self.fresh:
+            return None
+        return bc.load(bc.key_of(self.components(group)))
+
+    def offer(
+        self, group: TestGroup, outcomes: Sequence[TestOutcome], entry: Mapping[str, Any]
+    ) -> str:
+        """Store a group's freshly measured baseline when it may be reused; a note."""
+        from seriesgate.functional import baseline_cache as bc
+
+        ok, why = bc.reusable(outcomes)
+        if not ok:
+            return f"{group.label}: baseline not stored for reuse: {why}"
+        comps = self.components(group)
+        bc.store(bc.key_of(comps), comps, entry, from_run=self.run_name)
+        return ""
+
+
 def run_functional_isolated(
     builds_in: BuildSet | Mapping[str, Path],
     env: TestEnv,
     *,
     results_dir: Path,
     tags: tuple[str, ...] = (),
+    fresh_baseline: bool = False,
+    reuse_baseline: bool = True,
 ) -> tuple[FunctionalResults, list[str]]:
     """One test-VM boot per test group running every build, booted again when the VM fails.
 
     Short-lived test VMs (:func:`test_groups`): nested KVM under TCG has killed L1 after
-    16-1254 s of uptime, so short boots lose less. In a boot, baseline then patched run one
-    after the other (same machine state, one boot and one warm Avocado for both); when the
-    VM dies, the builds whose job had finished keep their results and the next boot runs
-    the others only (bounded). Every re-boot is recorded in the results' facts, never hidden.
+    16-1254 s of uptime, so short boots lose less. In a boot, baseline then the variants run
+    one after the other (same machine state, one boot and one warm Avocado for all); when the
+    VM dies, the builds whose first job had finished keep their results and the next boot runs
+    the others only (bounded); retries run after every first job, where they could change the
+    verdict (:mod:`seriesgate.functional.retry`). A group's baseline comes from the cache
+    when everything that could change it is unchanged (:mod:`seriesgate.functional.baseline_cache`;
+    ``fresh_baseline``: measure it again). Every re-boot and reuse is recorded in the facts.
     Returns the results and what never ran (the caller decides: the gate is undecided).
     """
     from seriesgate.testenv.vm import Terminated  # SIGTERM: stop, never boot again
 
     outcomes: list[TestOutcome] = []
     job_dirs: list[Path] = []
-    facts: dict[str, Any] = {"l1_retries": [], "notes": []}
+    facts: dict[str, Any] = {"l1_retries": [], "notes": [], "baseline_reuse": {}}
     not_run: list[str] = []
     deadline = time.monotonic() + FUNCTIONAL_BUDGET
     groups = test_groups(test_files(), tags)
-    # Group by group, both builds in each boot: a budget cut then costs the last groups on
-    # both builds, never a whole build.
+    variants = variants_of(builds_in)
+    cache = None
+    if reuse_baseline:
+        binary = binaries_of(builds_in, ("baseline",))[0]["baseline"]
+        cache = _BaselineReuse(binary, env, tags, fresh_baseline, results_dir.name)
+    # Group by group, every build in each boot: a budget cut then costs the last groups on
+    # every build, never a whole build.
     for group in groups:
-        pending = list(DEFAULT_BUILDS)
+        known: dict[str, dict[str, Any]] = {}  # build -> its jobs.json entry, first job done
+        hit = cache.lookup(group) if cache is not None else None
+        if hit is not None:
+            known["baseline"] = dict(hit.entry)
+            facts["baseline_reuse"][group.label] = hit.fact()
+            say("functional", f"{group.label}: baseline reused from {hit.from_run} ({hit.date})")
+        decisions: list[dict[str, Any]] = []
         for attempt in range(1, L1_ATTEMPTS + 1):
+            pending = [b for b in variants if b not in known]
             label = f"{group.label} ({', '.join(pending)})"
             left = deadline - time.monotonic()
             if left < 60.0:
@@ -491,13 +625,15 @@ def run_functional_isolated(
                     env,
                     results_dir=job_dir,
                     tags=tags or None,
-                    builds=pending,
+                    builds=variants,
                     tests=group.references,
                     timeout=min(
-                        FUNCTIONAL_TIMEOUT_PER_CLASS * len(group.classes) * len(pending), left
+                        FUNCTIONAL_TIMEOUT_PER_CLASS * len(group.classes) * (len(pending) + 1),
+                        left,
                     ),
                     l1_memory_mb=group.l1_memory_mb,
                     label=group.label,
+                    reused=known,
                 )
             except Terminated:
                 raise
@@ -510,10 +646,13 @@ def run_functional_isolated(
                 facts["notes"].append(f"test VM failed for {label}, booted again: {exc}")
                 say("functional", f"{label}: test environment failed ({exc}); again")
                 continue
-            outcomes += result.outcomes
-            job_dirs += result.job_dirs
-            lost = result.env.get("l1_failure_after_first_jobs")
+            index = _read_json(Path(result.env["jobs_index"]))
+            decisions = list(index.get("retry_decisions", decisions))
             missing = list(result.env.get("builds_not_run", []))
+            for build, entry in index.get("builds", {}).items():
+                if build not in missing and entry.get("job"):
+                    known[build] = {k: entry[k] for k in ("job", "retry_jobs") if k in entry}
+            lost = result.env.get("l1_failure_after_first_jobs")
             if lost:
                 facts["l1_retries"].append({"job": label, "error": lost, "kept": "finished"})
                 kept = [b for b in pending if b not in missing]
@@ -527,12 +666,30 @@ def run_functional_isolated(
                 {
                     k: v
                     for k, v in result.env.items()
-                    if k not in ("l1_failure_after_first_jobs", "notes", "builds_not_run")
+                    if k
+                    not in ("l1_failure_after_first_jobs", "notes", "builds_not_run", "jobs_index")
                 }
             )
-            pending = missing
-            if not pending:
+            if not missing:
                 break
         else:  # every attempt ended with builds still to run
-            not_run.append(f"{group.label} ({', '.join(pending)}): test VM failed every time")
+            left_over = [b for b in variants if b not in known]
+            not_run.append(f"{group.label} ({', '.join(left_over)}): test VM failed every time")
+        group_outcomes: list[TestOutcome] = []
+        for build in variants:
+            if build in known:
+                got, jobs = entry_outcomes(build, known[build])
+                group_outcomes += got
+                job_dirs += jobs
+        group_outcomes = with_retry_notes(group_outcomes, decisions)
+        outcomes += group_outcomes
+        if cache is not None and hit is None and "baseline" in known:
+            note = cache.offer(
+                group, [o for o in group_outcomes if o.build == "baseline"], known["baseline"]
+            )
+            if note:
+                facts["notes"].append(note)
+    reuse = facts.pop("baseline_reuse")
+    if reuse:  # what the report says: "baseline: reused from <run> (<date>)"
+        facts["baseline_reuse"] = {**next(iter(reuse.values())), "groups": reuse}
     return FunctionalResults(outcomes=tuple(outcomes), job_dirs=tuple(job_dirs), env=facts), not_run

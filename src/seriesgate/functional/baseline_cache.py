@@ -1,0 +1,207 @@
+"""Baseline functional results kept between runs, keyed by everything that can change them.
+
+The baseline (base + prerequisites) is the same for every series on that base, so a gate of
+five series on one base need not measure it five times (as NIPA does for netdev). A group's
+baseline results are stored under ``cache_dir()/baseline-results/<key>/`` with a copy of the
+Avocado job directories; a later run whose key matches reuses them and runs the variants only.
+
+The key (:func:`baseline_key`) hashes: the baseline binary's content, the functional tests and
+the test support code (``tests/functional``, ``seriesgate.functional``, the guest-side test
+environment code), the test VM's assets (L1 kernel, initramfs images, their manifest), the
+seriesgate version, and what the group runs (its test references and tag filter). Change any
+of them and the key changes, so the baseline is measured again.
+
+Not stored (:func:`reusable`): a baseline with a flaky test, a test without a result
+(ERROR without a crash, INTERRUPTED: the machinery may be at fault) or no tests at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from seriesgate import __version__
+from seriesgate.functional.model import Status, TestOutcome
+from seriesgate.paths import PROJECT_ROOT, cache_dir
+
+FORMAT = 1
+# Code whose change can change a test's result, besides the binary and the VM assets.
+TEST_CODE = (
+    PROJECT_ROOT / "tests" / "functional",
+    PROJECT_ROOT / "src" / "seriesgate" / "functional",
+    PROJECT_ROOT / "src" / "seriesgate" / "testenv",
+    PROJECT_ROOT / "avocado.cfg",
+)
+# Host orchestration: which tests run where, not how they behave.
+NOT_TEST_CODE = frozenset({"runner.py", "bisect.py", "cli.py", "baseline_cache.py", "retry.py"})
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content (a QEMU binary: ~0.2 s)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tree_digest(paths: Iterable[Path], skip: frozenset[str] = NOT_TEST_CODE) -> str:
+    """sha256 over the names and contents of the files under ``paths`` (``skip``: names)."""
+    digest = hashlib.sha256()
+    for root in paths:
+        files = [root] if root.is_file() else sorted(root.rglob("*"))
+        for f in files:
+            if not f.is_file() or f.name in skip or "__pycache__" in f.parts:
+                continue
+            rel = f.relative_to(PROJECT_ROOT) if f.is_relative_to(PROJECT_ROOT) else f
+            digest.update(str(rel).encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def key_components(
+    *,
+    binary_digest: str,
+    test_code_digest: str,
+    assets: Mapping[str, Any],
+    references: Sequence[str],
+    tags: Sequence[str],
+    version: str = __version__,
+) -> dict[str, Any]:
+    """What the key is made of, kept beside the results so a miss can be explained."""
+    return {
+        "format": FORMAT,
+        "seriesgate_version": version,
+        "baseline_binary_sha256": binary_digest,
+        "test_code_sha256": test_code_digest,
+        "testenv_assets": dict(assets),
+        "tests": sorted(references),
+        "tags": sorted(tags),
+    }
+
+
+def key_of(components: Mapping[str, Any]) -> str:
+    """The cache key: a hash of the components (order-independent JSON).
+
+    >>> c = key_components(binary_digest="b", test_code_digest="t", assets={"kver": "6.12"},
+    ...                    references=["x"], tags=[], version="0.1.0")
+    >>> key_of(c) == key_of(dict(reversed(list(c.items()))))
+    True
+    >>> key_of(c) == key_of({**c, "baseline_binary_sha256": "other"})
+    False
+    """
+    blob = json.dumps(components, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def assets_identity(manifest: Mapping[str, Any], files: Iterable[Path | None]) -> dict[str, Any]:
+    """The test VM's identity: its asset manifest and the content hash of its boot files."""
+    ident: dict[str, Any] = {"manifest": json.loads(json.dumps(manifest, default=str))}
+    for f in files:
+        if f is not None and f.is_file():
+            ident[f.name] = file_digest(f)
+    return ident
+
+
+def reusable(outcomes: Sequence[TestOutcome]) -> tuple[bool, str]:
+    """Whether a baseline's results may be stored for reuse, and if not, why.
+
+    >>> from seriesgate.functional.model import Direction
+    >>> def o(status, flaky=False):
+    ...     return TestOutcome("t", "T.t", "baseline", status, 1.0, (), None,
+    ...                        Direction.HOLDS_ON_BOTH, flaky=flaky)
+    >>> reusable([o(Status.PASS), o(Status.FAIL)])
+    (True, '')
+    >>> reusable([o(Status.PASS, flaky=True)])
+    (False, 'T.t was flaky')
+    >>> reusable([o(Status.INTERRUPTED)])
+    (False, 'T.t has no result (INTERRUPTED)')
+    """
+    if not outcomes:
+        return False, "no baseline test ran"
+    for o in outcomes:
+        if o.flaky:
+            return False, f"{o.name} was flaky"
+        if o.status in (Status.INTERRUPTED, Status.ERROR) and o.crash is None:
+            return False, f"{o.name} has no result ({o.status.value})"
+    return True, ""
+
+
+@dataclass(frozen=True)
+class CachedBaseline:
+    """A stored baseline: its job entry (as in ``jobs.json``) and where it came from."""
+
+    key: str
+    directory: Path
+    entry: dict[str, Any]  # {"job": DIR, "retry_jobs": [DIR, ...]} inside ``directory``
+    from_run: str
+    date: str
+
+    def fact(self) -> dict[str, str]:
+        """What the report says: ``baseline: reused from <run> (<date>)``, with a link."""
+        return {
+            "from_run": self.from_run,
+            "date": self.date,
+            "results": str(self.directory),
+            "key": self.key,
+        }
+
+
+def cache_root() -> Path:
+    return cache_dir() / "baseline-results"
+
+
+def load(key: str, root: Path | None = None) -> CachedBaseline | None:
+    """The stored baseline for ``key``, or None (missing or incomplete)."""
+    directory = (root or cache_root()) / key
+    try:
+        record = json.loads((directory / "record.json").read_text())
+    except (OSError, ValueError):
+        return None
+    job = directory / record["job"]
+    entry = {"job": str(job), "retry_jobs": [str(directory / r) for r in record["retry_jobs"]]}
+    if not (job / "results.json").is_file():
+        return None
+    return CachedBaseline(key, directory, entry, record["from_run"], record["date"])
+
+
+def store(
+    key: str,
+    components: Mapping[str, Any],
+    entry: Mapping[str, Any],
+    *,
+    from_run: str,
+    root: Path | None = None,
+) -> CachedBaseline:
+    """Copy a baseline's job directories into the cache under ``key`` (atomically)."""
+    root = root or cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / key
+    tmp = root / f".{key}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    job = Path(entry["job"])
+    shutil.copytree(job, tmp / "job" / job.name, symlinks=True)
+    retries = []
+    for n, r in enumerate(x for x in entry.get("retry_jobs", []) if x):
+        shutil.copytree(Path(r), tmp / f"retry-{n}" / Path(r).name, symlinks=True)
+        retries.append(f"retry-{n}/{Path(r).name}")
+    record = {
+        "key": key,
+        "components": dict(components),
+        "job": f"job/{job.name}",
+        "retry_jobs": retries,
+        "from_run": from_run,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    (tmp / "record.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.replace(final)
+    found = load(key, root)
+    assert found is not None
+    return found

@@ -1,0 +1,179 @@
+"""The retry decision table and the baseline cache key, on real captured Avocado results."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from seriesgate.functional import baseline_cache as bc
+from seriesgate.functional.model import Crash, Status, TestOutcome
+from seriesgate.functional.retry import decide, retry_refs
+from seriesgate.functional.runner import parse_job
+
+JOB = Path(__file__).parent / "data" / "functional" / "avocado-113-job"
+# A real backtrace of the patched destination (RFC v2, docs/findings.md §1).
+FRAMES = (
+    "#0  0x000055c4c29a20ba in qemu_get_subqueue (nic=0x0, queue_index=0) at ../net/net.c:355",
+    "#1  0x000055c4c2a8af82 in virtio_net_load_setup (f=<optimized out>, opaque=0x55c4c5f0) "
+    "at ../hw/net/virtio-net.c:3913",
+    "#2  0x000055c4c2c1d4e0 in qemu_loadvm_state_setup (f=0x55c4ff04e000) at "
+    "../migration/savevm.c:2770",
+)
+
+
+def outcomes(build: str) -> dict[str, TestOutcome]:
+    """X.test_a passes, X.test_b fails: Avocado 113's own results.json."""
+    return {o.name: o for o in parse_job(JOB, build)}
+
+
+def crashed(o: TestOutcome, frames: tuple[str, ...] = FRAMES) -> TestOutcome:
+    return replace(o, status=Status.ERROR, crash=Crash("qemu", "SIGSEGV", frames))
+
+
+def table(listed: list[TestOutcome]) -> dict[tuple[str, str], tuple[bool, str]]:
+    return {(d.build, d.test_id.rsplit(":", 1)[1]): (d.retry, d.note) for d in decide(listed)}
+
+
+def test_fails_on_patched_only_retries_patched() -> None:
+    base, pat = outcomes("baseline"), outcomes("patched")
+    listed = [base["X.test_a"], replace(pat["X.test_a"], status=Status.FAIL)]
+    got = table(listed)
+    assert got[("baseline", "X.test_a")] == (False, "")
+    assert got[("patched", "X.test_a")] == (True, "retried: passes on baseline")
+
+
+def test_fails_on_baseline_only_retries_baseline() -> None:
+    base, pat = outcomes("baseline"), outcomes("patched")
+    listed = [base["X.test_b"], replace(pat["X.test_b"], status=Status.PASS)]
+    assert table(listed)[("baseline", "X.test_b")] == (True, "retried: passes on patched")
+
+
+def test_same_failure_on_both_builds_is_not_retried() -> None:
+    base, pat = outcomes("baseline"), outcomes("patched")
+    got = table([base["X.test_b"], pat["X.test_b"]])
+    assert got[("baseline", "X.test_b")] == (False, "not retried: same on both builds")
+    assert got[("patched", "X.test_b")] == (False, "not retried: same on both builds")
+    assert retry_refs(decide([base["X.test_b"], pat["X.test_b"]]), "patched") == []
+
+
+def test_different_failures_are_retried_on_both() -> None:
+    base, pat = outcomes("baseline"), outcomes("patched")
+    got = table([base["X.test_b"], crashed(pat["X.test_b"])])
+    assert got[("baseline", "X.test_b")][0] and got[("patched", "X.test_b")][0]
+
+
+def test_one_crash_signature_is_retried_once_per_build() -> None:
+    base, pat = outcomes("baseline"), outcomes("patched")
+    listed = [base["X.test_a"], base["X.test_b"]]
+    listed += [crashed(pat["X.test_a"]), crashed(replace(pat["X.test_b"], status=Status.FAIL))]
+    got = table([replace(o, status=Status.PASS) if o.build == "baseline" else o for o in listed])
+    assert got[("patched", "X.test_a")] == (True, "retried: passes on baseline")
+    retry, note = got[("patched", "X.test_b")]
+    assert not retry
+    assert note == (
+        "not retried: same crash as X.test_a (SIGSEGV in qemu_get_subqueue), "
+        "retried once per signature"
+    )
+    refs = retry_refs(decide(listed), "patched")
+    assert refs == [pat["X.test_a"].test_id + "$"]  # anchored: Avocado matches a regex
+
+
+def test_another_crash_site_is_retried_too() -> None:
+    base, pat = outcomes("baseline"), outcomes("patched")
+    other = ("#0  0x1 in vhost_vdpa_dma_map (v=0x0) at ../hw/virtio/vhost-vdpa.c:99",)
+    listed = [replace(base["X.test_b"], status=Status.PASS), base["X.test_a"]]
+    listed += [crashed(pat["X.test_a"]), crashed(pat["X.test_b"], other)]
+    got = table(listed)
+    assert got[("patched", "X.test_a")][0] and got[("patched", "X.test_b")][0]
+
+
+def test_repaired_is_compared_with_baseline_not_with_patched() -> None:
+    base, pat, rep = outcomes("baseline"), outcomes("patched"), outcomes("repaired")
+    listed = [base["X.test_b"], pat["X.test_b"], replace(rep["X.test_b"], status=Status.PASS)]
+    got = table(listed)
+    assert got[("patched", "X.test_b")][0] is False  # fails like baseline
+    assert got[("baseline", "X.test_b")] == (True, "retried: passes on repaired")
+
+
+def test_a_second_attempt_is_not_run_a_third_time() -> None:
+    base, pat = outcomes("baseline"), outcomes("patched")
+    listed = [replace(base["X.test_b"], attempts=2), replace(pat["X.test_b"], status=Status.PASS)]
+    assert table(listed)[("baseline", "X.test_b")] == (False, "failed twice already")
+
+
+# -- the baseline cache --------------------------------------------------------------------
+
+BASE = {
+    "binary_digest": "b" * 64,
+    "test_code_digest": "t" * 64,
+    "assets": {"manifest": {"kver": "6.12.117+deb12-amd64"}, "vmlinuz": "k" * 64},
+    "references": ["tests/functional/test_migration.py:MigrationCorrectness\\."],
+    "tags": ["quick", "core", "claim"],
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "other"),
+    [
+        ("binary_digest", "c" * 64),
+        ("test_code_digest", "u" * 64),
+        ("assets", {"manifest": {"kver": "6.12.118+deb12-amd64"}, "vmlinuz": "k" * 64}),
+        ("assets", {"manifest": {"kver": "6.12.117+deb12-amd64"}, "vmlinuz": "l" * 64}),
+        ("references", ["tests/functional/test_migration.py:MigrationSvqDestination\\."]),
+        ("tags", []),
+        ("version", "0.2.0"),
+    ],
+)
+def test_each_input_changes_the_key(field: str, other: object) -> None:
+    same = bc.key_of(bc.key_components(**BASE, version="0.1.0"))  # type: ignore[arg-type]
+    assert same == bc.key_of(bc.key_components(**BASE, version="0.1.0"))  # type: ignore[arg-type]
+    changed = {**BASE, "version": "0.1.0", field: other}
+    assert bc.key_of(bc.key_components(**changed)) != same  # type: ignore[arg-type]
+
+
+def test_test_code_digest_follows_file_contents(tmp_path: Path) -> None:
+    (tmp_path / "tests").mkdir()
+    test = tmp_path / "tests" / "test_x.py"
+    test.write_text("assert 1\n")
+    first = bc.tree_digest([tmp_path])
+    test.write_text("assert 2\n")
+    assert bc.tree_digest([tmp_path]) != first
+    (tmp_path / "tests" / "runner.py").write_text("# orchestration only\n")
+    assert bc.tree_digest([tmp_path]) == bc.tree_digest([tmp_path])
+
+
+def test_the_real_test_code_digest_covers_the_functional_tests() -> None:
+    digest = bc.tree_digest(bc.TEST_CODE)
+    assert len(digest) == 64
+    assert digest != bc.tree_digest(bc.TEST_CODE[1:])  # tests/functional counts
+
+
+def test_store_and_load_round_trip(tmp_path: Path) -> None:
+    job = tmp_path / "run1" / "baseline" / "job-1"
+    shutil.copytree(JOB, job)
+    comps = bc.key_components(**BASE)  # type: ignore[arg-type]
+    key = bc.key_of(comps)
+    stored = bc.store(key, comps, {"job": str(job)}, from_run="run1", root=tmp_path / "c")
+    shutil.rmtree(tmp_path / "run1")  # the original results may be deleted
+    found = bc.load(key, tmp_path / "c")
+    assert found is not None and found.from_run == "run1" and found == stored
+    reread = {o.name: o.status for o in parse_job(Path(found.entry["job"]), "baseline")}
+    assert reread == {"X.test_a": Status.PASS, "X.test_b": Status.FAIL}
+    record = json.loads((tmp_path / "c" / key / "record.json").read_text())
+    assert record["components"]["baseline_binary_sha256"] == "b" * 64
+    assert bc.load("0" * 24, tmp_path / "c") is None
+
+
+def test_flaky_or_lost_baselines_are_not_stored() -> None:
+    base = outcomes("baseline")
+    assert bc.reusable(list(base.values())) == (True, "")
+    flaky = replace(base["X.test_b"], status=Status.PASS, flaky=True, attempts=2)
+    assert bc.reusable([base["X.test_a"], flaky]) == (False, "X.test_b was flaky")
+    lost = replace(base["X.test_b"], status=Status.INTERRUPTED)
+    assert bc.reusable([lost])[0] is False
+    assert bc.reusable([crashed(base["X.test_b"])]) == (True, "")  # a crash is a result
+    assert bc.reusable([]) == (False, "no baseline test ran")
