@@ -1,9 +1,12 @@
 """Run the Avocado jobs for several builds in one go (inside the test environment).
 
 ``python -m seriesgate.functional.jobs --results-dir DIR --build NAME=QEMU [...]`` runs one
-Avocado job per build (``DIR/<build>/job-*``), then re-runs each failed test once in a
-second job (``DIR/<build>-retry/job-*``), and writes ``DIR/jobs.json`` saying which job
-directory holds which build's first run and retry. The host side
+Avocado job per build (``DIR/<build>/job-*``); then, with every build's results in hand, it
+re-runs once the failures a second attempt could change the verdict of
+(:mod:`seriesgate.functional.retry`; ``DIR/<build>-retry/job-*``), and writes
+``DIR/jobs.json`` saying which job directory holds which build's first run and retries, and
+why each failure was or was not retried. ``--reuse NAME=INDEX``: build NAME's first job is
+already known (a cached baseline, or a build that finished in an earlier boot of the VM). The host side
 (:mod:`seriesgate.functional.runner`) starts this once per L1 boot, since booting the test
 VM is the costly part; the jobs run through the warm Avocado of
 :mod:`seriesgate.functional.zygote` (``$SERIESGATE_WARM_AVOCADO=0``: without).
@@ -211,6 +214,7 @@ def run_builds(
     if not tests:
         tests = [str(p.relative_to(PROJECT_ROOT)) for p in test_files()]
     reused = reused or {}
+    results_dir.mkdir(parents=True, exist_ok=True)
     with warm_avocado(results_dir) as warm:
         index: dict[str, Any] = {"builds": {}, "warm_avocado": warm is not None}
         for name, qemu_bin in builds.items():
