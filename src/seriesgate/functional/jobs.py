@@ -6,9 +6,9 @@ re-runs once the failures a second attempt could change the verdict of
 (:mod:`seriesgate.functional.retry`; ``DIR/<build>-retry/job-*``), and writes
 ``DIR/jobs.json`` saying which job directory holds which build's first run and retries, and
 why each failure was or was not retried. ``--reuse NAME=INDEX``: build NAME's first job is
-already known (a cached baseline, or a build that finished in an earlier boot of the VM). The host side
-(:mod:`seriesgate.functional.runner`) starts this once per L1 boot, since booting the test
-VM is the costly part; the jobs run through the warm Avocado of
+already known (a cached baseline, or a build that finished in an earlier boot of the VM).
+The host side (:mod:`seriesgate.functional.runner`) starts this once per L1 boot, since
+booting the test VM is the costly part; the jobs run through the warm Avocado of
 :mod:`seriesgate.functional.zygote` (``$SERIESGATE_WARM_AVOCADO=0``: without).
 """
 

@@ -111,6 +111,25 @@ def event_time(event: Mapping[str, Any]) -> float:
     return float(ts.get("seconds", 0)) + float(ts.get("microseconds", 0)) / 1e6
 
 
+def thread_stacks(pid: int, frames: int = 12) -> str:
+    """Every thread's top frames of a live (hung) QEMU, from gdb; a note when unavailable."""
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        return "(no gdb: cannot say where it hangs)"
+    try:
+        out = subprocess.run(  # noqa: S603 - argv list
+            [gdb, "-p", str(pid), "-batch", "-nx", "-ex", f"thread apply all bt {frames}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            errors="replace",
+        ).stdout
+    except subprocess.TimeoutExpired:
+        return "(gdb timed out)"
+    keep = [ln for ln in out.splitlines() if ln.startswith(("Thread ", "#"))]
+    return "\n".join(keep) or "(gdb printed no stack)"
+
+
 class VdpaMachine:
     """One QEMU process under test.
 
@@ -413,8 +432,14 @@ class VdpaMachine:
 
     # -- QMP ---------------------------------------------------------------------------
 
-    def qmp(self, command: str, timeout: float = 30.0, **arguments: Any) -> Any:
-        """Run a QMP command; its return value. QMP errors raise ``qemu.qmp.ExecuteError``."""
+    def qmp(
+        self, command: str, timeout: float = 30.0, *, stacks: bool = True, **arguments: Any
+    ) -> Any:
+        """Run a QMP command; its return value. QMP errors raise ``qemu.qmp.ExecuteError``.
+
+        No answer within ``timeout`` raises :class:`QemuTimeout` with every thread's stack
+        from gdb, taken before anyone kills the process (``stacks=False``: without, for
+        best-effort status queries on a path that already reports a hang)."""
         if self._qmp is None:
             self.check_alive(f"before QMP {command}")
             raise RuntimeError(f"{self.name}: QMP not connected")
@@ -429,8 +454,14 @@ class VdpaMachine:
         except (OSError, EOFError, TimeoutError) as exc:
             self.check_alive(f"during QMP {command}")
             if isinstance(exc, TimeoutError):
+                where = ""
+                if stacks and self.is_running():
+                    where = thread_stacks(self.pid)
+                    (self.workdir / f"{self.name}.hang-gdb.txt").write_text(where + "\n")
+                    where = f"\n--- {self.name} threads (gdb):\n{where}"
                 raise QemuTimeout(
-                    f"{self.name}: QMP {command} got no answer in {timeout} s"
+                    f"{self.name} stopped answering QMP: {command} got no answer in "
+                    f"{timeout:.0f} s{where}"
                 ) from exc
             raise
         self._collect_events()

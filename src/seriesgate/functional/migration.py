@@ -24,15 +24,19 @@ import json
 import logging
 import os
 import resource
-import shutil
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seriesgate.functional.machine import QemuExited, QemuTimeout, VdpaMachine, event_matches
+from seriesgate.functional.machine import (
+    QemuExited,
+    QemuTimeout,
+    VdpaMachine,
+    event_matches,
+    thread_stacks,
+)
 from seriesgate.functional.test import Guest
 from seriesgate.functional.timeline import (
     MapTimeline,
@@ -150,25 +154,6 @@ class MigrationRecord:
         return out
 
 
-def thread_stacks(pid: int, frames: int = 12) -> str:
-    """Every thread's top frames of a live (hung) QEMU, from gdb; a note when unavailable."""
-    gdb = shutil.which("gdb")
-    if gdb is None:
-        return "(no gdb: cannot say where it hangs)"
-    try:
-        out = subprocess.run(  # noqa: S603 - argv list
-            [gdb, "-p", str(pid), "-batch", "-nx", "-ex", f"thread apply all bt {frames}"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            errors="replace",
-        ).stdout
-    except subprocess.TimeoutExpired:
-        return "(gdb timed out)"
-    keep = [ln for ln in out.splitlines() if ln.startswith(("Thread ", "#"))]
-    return "\n".join(keep) or "(gdb printed no stack)"
-
-
 def enable_events(vm: VdpaMachine) -> None:
     vm.qmp("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
 
@@ -179,7 +164,7 @@ def _qmp_events(vm: VdpaMachine, side: str, since: int) -> list[QmpEvent]:
 
 def _status(vm: VdpaMachine) -> str:
     try:
-        info = vm.qmp("query-migrate", timeout=5.0)
+        info = vm.qmp("query-migrate", timeout=5.0, stacks=False)
     except Exception as exc:  # noqa: BLE001 - reporting only
         return f"(query-migrate failed: {exc})"
     return str(info.get("status", "none"))
@@ -205,7 +190,8 @@ def migrate(
     src_since, dst_since = len(source.events), len(dest.events)
     for vm in (source, dest):
         enable_events(vm)
-    source.qmp("migrate-set-parameters", **{"max-bandwidth": max_bandwidth})
+    bandwidth: dict[str, Any] = {"max-bandwidth": max_bandwidth}  # not a Python name
+    source.qmp("migrate-set-parameters", **bandwidth)
     dest.qmp("migrate-incoming", uri=uri)
     started = time.time()
     source.qmp("migrate", uri=uri)
