@@ -13,7 +13,7 @@ SHELL   := /bin/bash
 # The machine's pip config names local indexes that may be absent; keep only real messages.
 PIPQUIET := 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 
-.PHONY: all setup venv run check check-unit check-functional lint bench bench-apply bench-build bench-testenv clean
+.PHONY: all setup venv run check check-unit check-functional lint bench bench-apply bench-build bench-testenv bench-gate clean
 
 all: check
 
@@ -65,6 +65,11 @@ bench-build: venv
 
 bench-testenv: venv
 	$(BIN)/python ci/bench_testenv.py
+
+# The whole gate, timed: verdict line, stage times, test-VM boots and deaths per run
+# (ARGS: e.g. `--runs 3`, `--fresh-baseline`, `--tags quick`).
+bench-gate: venv
+	$(BIN)/python ci/bench_gate.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) results
