@@ -382,7 +382,7 @@ class MigrationCancel(MigrationBase):
 
 
 class MigrationDestinationFaults(MigrationBase):
-    """:avocado: tags=migration,slow,expect:holds-on-both"""
+    """:avocado: tags=migration,slow,fault,expect:holds-on-both"""
 
     FAIL_WITHIN_S = 60.0
 

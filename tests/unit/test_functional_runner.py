@@ -151,7 +151,8 @@ def test_isolated_boots_again_only_for_the_builds_whose_job_did_not_finish(
         {"builds": ["baseline", "patched"], "reused": ["baseline"]},
     ]
     assert sorted({o.build for o in results.outcomes}) == ["baseline", "patched"]
-    assert len(results.outcomes) == 2 * len(parse_job(JOB, "x"))
+    # Only the tests the tags select count (the captured job also holds an untagged test).
+    assert [o.name for o in results.outcomes] == ["X.test_a", "X.test_a"]
     assert not_run == []
     assert any("baseline were kept; booted again for patched" in n for n in results.env["notes"])
 
@@ -175,9 +176,9 @@ def test_isolated_reuses_a_stored_baseline_and_runs_only_patched(
     monkeypatch.setattr(runner, "run_functional", _fake_boot(calls, lose_first=False))
     bins = {"baseline": binary, "patched": binary}
 
-    def run(name: str, **kw: bool) -> runner.FunctionalResults:
+    def run(name: str, tags: tuple[str, ...] = ("quick",), **kw: bool) -> runner.FunctionalResults:
         return runner.run_functional_isolated(
-            bins, env, results_dir=tmp_path / name, tags=("quick",), **kw
+            bins, env, results_dir=tmp_path / name, tags=tags, **kw
         )[0]
 
     first = run("run1")
@@ -191,3 +192,31 @@ def test_isolated_reuses_a_stored_baseline_and_runs_only_patched(
     binary.write_bytes(b"another baseline binary")  # a new base: its own baseline
     run("run4")
     assert calls[-1]["reused"] == []
+    # A baseline of every test serves a run of some: only the selected tests are kept.
+    binary.write_bytes(b"a third baseline binary")
+    run("run5", tags=())
+    assert calls[-1]["reused"] == []
+    sixth = run("run6")
+    assert calls[-1]["reused"] == ["baseline"]
+    assert {o.name for o in sixth.outcomes} == {"X.test_a"}  # the quick one
+
+
+def test_repaired_runs_the_gate_tests_and_the_failure_paths_under_all() -> None:
+    from seriesgate.functional import runner
+    from seriesgate.functional.jobs import test_files
+
+    migration = next(g for g in runner.test_groups(test_files(), ()) if g.label == "migration")
+    files = sorted({c.file for c in migration.classes})
+    tags = runner.variant_tags("repaired", ())
+    chosen = {c.cls for c in runner.test_classes(files, tags)}
+    assert {"MigrationCorrectness", "MigrationMapOrdering", "MigrationDestinationFaults"} <= chosen
+    assert "MigrationPingPong" not in chosen and "MigrationCancel" not in chosen
+    assert runner.variant_tags("repaired", ("slow",)) == ("slow",)  # asked for: the same
+
+
+def test_variants_follow_the_build_stage() -> None:
+    from seriesgate.functional import runner
+
+    assert runner.variants_of({"baseline": JOB, "patched": JOB}) == ("baseline", "patched")
+    three = {"baseline": JOB, "patched": JOB, "repaired": JOB}
+    assert runner.variants_of(three) == ("baseline", "patched", "repaired")

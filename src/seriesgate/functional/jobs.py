@@ -176,9 +176,10 @@ def _write_index(results_dir: Path, index: dict[str, Any]) -> None:
     tmp.replace(results_dir / "jobs.json")
 
 
-def _outcomes(name: str, entry: dict[str, Any]) -> list[Any]:
-    """A build's outcomes so far (first job merged with its retries), for the retry decision."""
-    from seriesgate.functional.runner import merge_retry, parse_job
+def _outcomes(name: str, entry: dict[str, Any], tags: Sequence[str] | None) -> list[Any]:
+    """A build's outcomes so far (first job merged with its retries) that ``tags`` selects
+    (a reused job may hold more tests), for the retry decision."""
+    from seriesgate.functional.runner import merge_retry, parse_job, tag_matches
 
     job = entry.get("job")
     if not job or not (Path(job) / "results.json").exists():
@@ -187,7 +188,7 @@ def _outcomes(name: str, entry: dict[str, Any]) -> list[Any]:
     for rjob in entry.get("retry_jobs", []):
         if rjob and (Path(rjob) / "results.json").exists():
             outcomes = merge_retry(outcomes, parse_job(Path(rjob), name))
-    return outcomes
+    return [o for o in outcomes if tag_matches(set(o.tags), tags or ())]
 
 
 def run_builds(
@@ -201,13 +202,16 @@ def run_builds(
     job_timeout: float = 3600.0,
     tests: Sequence[str] | None = None,
     reused: dict[str, dict[str, Any]] | None = None,
+    build_tags: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Run every build's job, then the retries that could change the verdict; return and
     write the jobs index.
 
     ``tests``: Avocado references to run (default: every build test file). ``reused``: builds
     whose first job is already known (a cached baseline: ``{"job": DIR, "retry_jobs": [...]}``);
-    they run no first job, but may be retried (:mod:`seriesgate.functional.retry`).
+    they run no first job, but may be retried (:mod:`seriesgate.functional.retry`); only
+    their tests that ``tags`` selects count. ``build_tags``: a build's own tag filter instead
+    of ``tags`` (the repaired variant runs a subset under ``--all``).
     """
     from seriesgate.functional import retry as retry_policy
 
@@ -230,7 +234,7 @@ def run_builds(
                 results=results_dir / name,
                 tests=tests,
                 firmware_dirs=firmware_dirs,
-                tags=tags,
+                tags=(build_tags or {}).get(name, tags),
                 params=params,
             )
             job, rc = run_job(argv, results_dir / name, job_timeout, warm, build=name)
@@ -243,7 +247,11 @@ def run_builds(
             return index
         # Retries after every first job: whether one could change the verdict depends on
         # the other builds' results (a failure on both builds alike is not retried).
-        outcomes = [o for n, e in index["builds"].items() for o in _outcomes(n, e)]
+        outcomes = [
+            o
+            for n, e in index["builds"].items()
+            for o in _outcomes(n, e, (build_tags or {}).get(n, tags))
+        ]
         decisions = retry_policy.decide(outcomes)
         index["retry_decisions"] = [
             {"test": d.test_id, "build": d.build, "retry": d.retry, "note": d.note}
@@ -296,7 +304,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME=JOBS_JSON",
         help="build NAME's first job is known: the 'builds'.NAME entry of this index",
     )
+    parser.add_argument(
+        "--build-tags",
+        action="append",
+        default=[],
+        metavar="NAME=TAG",
+        help="a tag filter for build NAME only (repeatable, ORed), instead of --tags",
+    )
     args = parser.parse_args(argv)
+    build_tags: dict[str, list[str]] = {}
+    for spec in args.build_tags:
+        name, _, tag = spec.partition("=")
+        build_tags.setdefault(name, []).append(tag)
     reused = {}
     for spec in args.reuse:
         name, _, path = spec.partition("=")
@@ -317,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         retry=not args.no_retry,
         tests=args.test,
         reused=reused,
+        build_tags=build_tags,
     )
     # The gate judges the tests' results; this exit code only says the jobs ran.
     return 0 if all(e.get("job") for e in index["builds"].values()) else 3

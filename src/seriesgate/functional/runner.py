@@ -162,9 +162,12 @@ def merge_retry(first: list[TestOutcome], retry: list[TestOutcome]) -> list[Test
     return merged
 
 
-def entry_outcomes(build: str, entry: Mapping[str, Any]) -> tuple[list[TestOutcome], list[Path]]:
+def entry_outcomes(
+    build: str, entry: Mapping[str, Any], tags: Sequence[str] = ()
+) -> tuple[list[TestOutcome], list[Path]]:
     """One build's outcomes from its ``jobs.json`` entry: the first job merged with each
-    retry job in order (``retry_jobs``; ``retry_job`` in older indexes)."""
+    retry job in order (``retry_jobs``; ``retry_job`` in older indexes); only the tests
+    ``tags`` selects (a cached baseline of every test serves a run of some)."""
     if not entry.get("job"):
         raise InfraError(f"the Avocado job for build {build} did not run")
     job = Path(entry["job"])
@@ -175,7 +178,7 @@ def entry_outcomes(build: str, entry: Mapping[str, Any]) -> tuple[list[TestOutco
         if (rjob / "results.json").exists():
             jobs.append(rjob)
             outcomes = merge_retry(outcomes, parse_job(rjob, build))
-    return outcomes, jobs
+    return [o for o in outcomes if tag_matches(set(o.tags), tags)], jobs
 
 
 def with_retry_notes(
@@ -255,6 +258,7 @@ def run_functional(
     l1_memory_mb: int | None = None,  # None: the testenv's default
     label: str = "",  # what the progress line names (a test group)
     reused: Mapping[str, Mapping[str, Any]] | None = None,
+    build_tags: Mapping[str, Sequence[str]] | None = None,
 ) -> FunctionalResults:
     """Run the functional tests on ``builds`` inside ``env``; results under ``results_dir``.
 
@@ -263,7 +267,8 @@ def run_functional(
     whose datapath is dead with anonymous guest RAM: only for showing that tests fail then.
     ``reused``: builds whose first job is known (``jobs.json`` entries: a cached baseline,
     or a build that finished in an earlier boot); they run no first job, but their results
-    take part in the retry decisions and they may be retried.
+    take part in the retry decisions and they may be retried. ``build_tags``: a build's own
+    tag filter instead of ``tags``.
     """
     from seriesgate.testenv import run_in_env  # the testenv stage owns the L1 VM
     from seriesgate.testenv.vm import Terminated
@@ -285,6 +290,8 @@ def run_functional(
         argv += ["--firmware-dir", str(d)]
     for tag in tags or ():
         argv += ["--tags", tag]
+    for name, own in (build_tags or {}).items():
+        argv += [f"--build-tags={name}={tag}" for tag in own]
     for p in params:
         argv += ["-p", p]
     for test in tests:
@@ -502,6 +509,25 @@ def test_groups(files: list[Path], tags: Sequence[str]) -> list[TestGroup]:
     return groups
 
 
+# Under --all the repaired variant runs the gate's tests and the failure paths, not every
+# slow test: it answers "with the crash repaired, does the series do what it claims, and
+# how does its new code fail?", at a third of a full run's cost less.
+REPAIRED_ALL_TAGS = ("quick", "core", "claim", "fault")
+
+
+def variant_tags(variant: str, tags: Sequence[str]) -> tuple[str, ...]:
+    """The tag filter of one build: the run's, except ``repaired`` under ``--all`` (empty).
+
+    >>> variant_tags("patched", ()), variant_tags("repaired", ("quick",))
+    ((), ('quick',))
+    >>> variant_tags("repaired", ())
+    ('quick', 'core', 'claim', 'fault')
+    """
+    if variant == "repaired" and not tags:
+        return REPAIRED_ALL_TAGS
+    return tuple(tags)
+
+
 def variants_of(builds_in: BuildSet | Mapping[str, Path]) -> tuple[str, ...]:
     """The builds the functional stage runs: baseline, patched, and ``repaired`` (the series
     with our repairs of its own defects) when the build stage made one."""
@@ -545,11 +571,14 @@ class _BaselineReuse:
         )
 
     def lookup(self, group: TestGroup) -> Any:
+        """This group's stored baseline: of the same tests, else of every test (a superset:
+        the caller keeps the tests its tags select)."""
         from seriesgate.functional import baseline_cache as bc
 
         if self.fresh:
             return None
-        return bc.load(bc.key_of(self.components(group)))
+        comps = self.components(group)
+        return bc.load(bc.key_of(comps)) or bc.load(bc.key_of({**comps, "tags": []}))
 
     def offer(
         self, group: TestGroup, outcomes: Sequence[TestOutcome], entry: Mapping[str, Any]
@@ -563,6 +592,13 @@ class _BaselineReuse:
         comps = self.components(group)
         bc.store(bc.key_of(comps), comps, entry, from_run=self.run_name)
         return ""
+
+
+def _selects(group: TestGroup, tags: Sequence[str]) -> bool:
+    """Whether ``tags`` selects a test of ``group``."""
+    files = sorted({c.file for c in group.classes})
+    names = {c.cls for c in group.classes}
+    return any(c.cls in names for c in test_classes(files, tags))
 
 
 def run_functional_isolated(
@@ -602,6 +638,14 @@ def run_functional_isolated(
     # Group by group, every build in each boot: a budget cut then costs the last groups on
     # every build, never a whole build.
     for group in groups:
+        own_tags = {v: variant_tags(v, tags) for v in variants}
+        # A variant runs in a group only when its tag filter selects a test there.
+        in_group = tuple(
+            v
+            for v in variants
+            if v == "baseline" or own_tags[v] == tuple(tags) or _selects(group, own_tags[v])
+        )
+        build_tags = {v: own_tags[v] for v in in_group if own_tags[v] != tuple(tags)}
         known: dict[str, dict[str, Any]] = {}  # build -> its jobs.json entry, first job done
         hit = cache.lookup(group) if cache is not None else None
         if hit is not None:
@@ -610,7 +654,7 @@ def run_functional_isolated(
             say("functional", f"{group.label}: baseline reused from {hit.from_run} ({hit.date})")
         decisions: list[dict[str, Any]] = []
         for attempt in range(1, L1_ATTEMPTS + 1):
-            pending = [b for b in variants if b not in known]
+            pending = [b for b in in_group if b not in known]
             label = f"{group.label} ({', '.join(pending)})"
             left = deadline - time.monotonic()
             if left < 60.0:
@@ -625,7 +669,7 @@ def run_functional_isolated(
                     env,
                     results_dir=job_dir,
                     tags=tags or None,
-                    builds=variants,
+                    builds=in_group,
                     tests=group.references,
                     timeout=min(
                         FUNCTIONAL_TIMEOUT_PER_CLASS * len(group.classes) * (len(pending) + 1),
@@ -634,6 +678,7 @@ def run_functional_isolated(
                     l1_memory_mb=group.l1_memory_mb,
                     label=group.label,
                     reused=known,
+                    build_tags=build_tags,
                 )
             except Terminated:
                 raise
@@ -673,12 +718,12 @@ def run_functional_isolated(
             if not missing:
                 break
         else:  # every attempt ended with builds still to run
-            left_over = [b for b in variants if b not in known]
+            left_over = [b for b in in_group if b not in known]
             not_run.append(f"{group.label} ({', '.join(left_over)}): test VM failed every time")
         group_outcomes: list[TestOutcome] = []
-        for build in variants:
+        for build in in_group:
             if build in known:
-                got, jobs = entry_outcomes(build, known[build])
+                got, jobs = entry_outcomes(build, known[build], own_tags[build])
                 group_outcomes += got
                 job_dirs += jobs
         group_outcomes = with_retry_notes(group_outcomes, decisions)
