@@ -222,7 +222,17 @@ def finished_builds(jobs_json: Path, builds: Iterable[str]) -> list[str]:
 
 class _ProgressFilter(io.StringIO):
     """Echo target for the test VM's console: passes on the functional stage's own progress
-    lines (one per finished test), drops everything else (kernel and test chatter)."""
+    lines (one per finished test), drops everything else (kernel and test chatter).
+
+    >>> import contextlib, io
+    >>> err = io.StringIO()
+    >>> with contextlib.redirect_stderr(err):
+    ...     f = _ProgressFilter()
+    ...     _ = f.write("[  12.1] virtio_net virtio0 eth0: renamed\\n[functional] patched T.t PA")
+    ...     _ = f.write("SS 1.0 s (1/2)\\r\\n")
+    >>> err.getvalue()
+    '[functional] patched T.t PASS 1.0 s (1/2)\\n'
+    """
 
     def __init__(self, prefix: str = "[functional] ") -> None:
         super().__init__()
