@@ -15,6 +15,8 @@ PACKAGES=(
   busybox-static kmod iproute2 xz-utils zstd cpio dpkg-dev dwarves
   # crash capture
   gdb
+  # the report's browser check (make check renders report.html in headless Chromium)
+  chromium
 )
 
 missing=()

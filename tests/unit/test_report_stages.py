@@ -128,9 +128,11 @@ def test_summary_and_reports_from_real_apply_of_the_default_series(tmp_path: Pat
     written = write_reports(s, tmp_path)
     reply = (tmp_path / "reply.txt").read_text()
     series_rows = [p for p in recorded["patches"] if p["role"] == "series"]
+    width = max(len(p["label"]) for p in series_rows)
     for p in series_rows:
-        assert f"{p['index']:02d}/10 {p['label']:<15}" in reply
-    assert "Result: UNDECIDED: functional tests did not run" in reply
+        assert f"{p['index']:02d}/10 {p['label']:<{width}} " in reply
+    assert "\nUNDECIDED: functional tests did not run.\n" in reply
+    assert s["headline"] == "UNDECIDED: functional tests did not run."
     md = (tmp_path / "report.md").read_text()
     assert md.count("| prereq (") == roles.count("prerequisite")
     assert len(written) == 5

@@ -1,7 +1,9 @@
 """report.html: the report blocks as one static, self-contained page (opens from disk).
 
-Every text comes from mail or logs, so every text is escaped; the bench plot is embedded as
-a data: URI so the file can be copied alone.
+Every text comes from mail or logs, so every text is escaped; the bench plot and the migration
+timelines are embedded as data: URIs so the file can be copied alone (links to the run's logs,
+e.g. the full gdb output of a crash, are relative to the results directory). The headline is
+``#headline``, each crash signature a ``p.crash``.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import base64
 import html
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from seriesgate.report.document import (
     Block,
     Bullets,
     Heading,
     Image,
+    Links,
     Para,
     Pre,
     Table,
@@ -45,6 +49,7 @@ th{background:#f3f3f3}pre{background:#f7f7f7;border:1px solid #ddd;padding:.6em;
 overflow:auto;max-height:30em;font-size:.85em}
 .ok{background:#e3f5e1}.bad{background:#fbe0e0}.warn{background:#fff4d6}
 .banner{padding:.6em 1em;font-size:1.15em;border:1px solid #bbb}
+.crash{background:#fbe0e0;padding:.3em .6em;border-left:4px solid #c33}
 """
 
 
@@ -73,9 +78,13 @@ def render_blocks(
         if isinstance(b, Heading):
             body.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
         elif isinstance(b, Para):
-            if b.strong and i == 1:
+            if b.kind == "headline" or (b.strong and i == 1):
                 cls = _VERDICT_CLASS.get(verdict, "warn")
-                body.append(f'<p class="banner {cls}"><b>{html.escape(b.text)}</b></p>')
+                body.append(
+                    f'<p class="banner {cls}" id="headline"><b>{html.escape(b.text)}</b></p>'
+                )
+            elif b.kind:
+                body.append(f'<p class="{html.escape(b.kind)}"><b>{html.escape(b.text)}</b></p>')
             elif b.strong:
                 body.append(f"<p><b>{html.escape(b.text)}</b></p>")
             else:
@@ -91,6 +100,12 @@ def render_blocks(
             body.append(f"<ul>{items}</ul>")
         elif isinstance(b, Image):
             body.append(_image(b.path, b.alt, base_dir))
+        elif isinstance(b, Links):
+            items = "".join(
+                f'<li><a href="{html.escape(quote(target))}">{html.escape(text)}</a></li>'
+                for text, target in b.items
+            )
+            body.append(f"<ul>{items}</ul>")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
@@ -100,10 +115,15 @@ def render_blocks(
 
 
 def render_html(
-    summary: dict[str, Any], *, plot: Path | None = None, base_dir: Path | None = None
+    summary: dict[str, Any],
+    *,
+    plot: Path | None = None,
+    base_dir: Path | None = None,
+    timelines: dict[str, Path] | None = None,
 ) -> str:
-    """report.html text; ``plot`` (relative to ``base_dir``) is embedded when it exists."""
-    blocks = build_document(summary, plot=plot)
+    """report.html text; ``plot`` and ``timelines`` (relative to ``base_dir``) are embedded
+    when they exist."""
+    blocks = build_document(summary, plot=plot, timelines=timelines, base_dir=base_dir)
     title = f"seriesgate {summary['overall']['verdict'].upper()}: {summary['series']['subject']}"
     return render_blocks(
         blocks, title=title, verdict=summary["overall"]["verdict"], base_dir=base_dir

@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from seriesgate.report.document import (
     Block,
     Bullets,
     Heading,
     Image,
+    Links,
     Para,
     Pre,
     Table,
@@ -48,10 +50,20 @@ def render_blocks(blocks: list[Block]) -> str:
         elif isinstance(b, Bullets):
             out.append("\n".join(f"- {escape(i)}" for i in b.items))
         elif isinstance(b, Image):
-            out.append(f"![{escape(b.alt)}]({Path(b.path).as_posix()})")
+            target = quote(Path(b.path).as_posix())
+            out.append(f"![{escape(b.alt)}]({target})")
+        elif isinstance(b, Links):
+            out.append("\n".join(f"- [{escape(t)}]({quote(h)})" for t, h in b.items))
     return "\n\n".join(out) + "\n"
 
 
-def render_markdown(summary: dict[str, Any], *, plot: Path | None = None) -> str:
-    """report.md text for a summary (``plot``: bench PNG path relative to the report)."""
-    return render_blocks(build_document(summary, plot=plot))
+def render_markdown(
+    summary: dict[str, Any],
+    *,
+    plot: Path | None = None,
+    timelines: dict[str, Path] | None = None,
+    base_dir: Path | None = None,
+) -> str:
+    """report.md text for a summary (``plot``, ``timelines``: PNG paths relative to the
+    report; ``base_dir``: the report's directory, for links to the run's files)."""
+    return render_blocks(build_document(summary, plot=plot, timelines=timelines, base_dir=base_dir))

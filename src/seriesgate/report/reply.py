@@ -1,8 +1,13 @@
-"""reply.txt: test results as a plain-text reply to the series' cover letter.
+"""reply.txt: the test results as a reviewer would post them in reply to the cover letter.
 
-Written the way a reviewer posts results to qemu-devel: mail headers that thread it
-(``In-Reply-To``/``References`` the cover's Message-Id), the cover subject quoted, then a short
-body — result first, per patch, per claim, regressions, crashes, findings, environment.
+Mail headers that thread it (``In-Reply-To``/``References`` the cover's Message-Id), the cover
+subject quoted, then a short body at 72 columns (about 60 lines for a ten-patch series): the
+verdict headline, the per-patch table, the claims (baseline -> patched, the verdict and the
+one number each turns on), every crash signature once with its first bad patch, the tests
+that regressed, findings, the environment in one line. No machine paths, command lines or
+log tails: those stay in the report and the results directory, which the reply links when CI
+publishes it (``results_url``, from ``$SERIESGATE_RESULTS_URL``).
+
 A ``Tested-by:`` trailer is added only when the gate passes AND a tester identity is given
 (``$SERIESGATE_TESTED_BY``, e.g. "Jane Doe <jane@example.org>"): the trailer is a person's
 statement, so the tool never makes one up, and never offers one for a series that failed.
@@ -10,17 +15,34 @@ statement, so the tool never makes one up, and never offers one for a series tha
 
 from __future__ import annotations
 
+import re
 import textwrap
+from pathlib import Path
 from typing import Any
 
-from seriesgate.report.document import patch_number
+from seriesgate.report.crashes import describe
+from seriesgate.report.document import accel_text, baseline_reuse, has_repaired, patch_number
+from seriesgate.report.readable import claim_numbers
 
 WIDTH = 72
+CRASH_FRAMES = 3
+MAX_FINDINGS = 3
+# an absolute path of this machine (not a URL, not part of a relative path)
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])(?:~|/)(?:[\w.+-]+/)+([\w.+-]*)")
+
+
+def scrub(text: str) -> str:
+    """Machine paths reduced to their last component (a reply carries none).
+
+    >>> scrub("log in /root/.cache/seriesgate/trees/x/build.log, see https://h/a/b")
+    'log in build.log, see https://h/a/b'
+    """
+    return _ABS_PATH.sub(lambda m: m.group(1) or "(path)", text)
 
 
 def _wrap(text: str, indent: str = "", hang: str = "") -> list[str]:
     return textwrap.wrap(
-        text,
+        scrub(text),
         WIDTH,
         initial_indent=indent,
         subsequent_indent=indent + hang,
@@ -29,8 +51,65 @@ def _wrap(text: str, indent: str = "", hang: str = "") -> list[str]:
     ) or [""]
 
 
-def render_reply(summary: dict[str, Any], *, tested_by: str | None = None) -> str:
-    """reply.txt text for a summary."""
+def _fit(line: str) -> str:
+    line = scrub(line)
+    return line if len(line) <= WIDTH else line[: WIDTH - 3].rstrip() + "..."
+
+
+def _base_text(base: dict[str, Any]) -> str:
+    spec = str(base.get("spec") or "an unknown base")
+    if spec.startswith("dir:"):
+        spec = "dir:" + (Path(spec[4:]).name or "(tree)")
+    return spec + (f" ({base['version']})" if base.get("version") else "")
+
+
+def environment_line(summary: dict[str, Any]) -> str:
+    """Where the tests ran, in one sentence."""
+    env = summary["environment"]
+    where = {"vm": "vdpa_sim in a test VM", "host": "vdpa_sim on the host"}.get(
+        env.get("mode") or "", "vdpa_sim"
+    )
+    parts = [where]
+    if env.get("test_kernel"):
+        parts.append(f"kernel {env['test_kernel']}")
+    accel = accel_text(summary)
+    if accel:
+        parts.append(f"L1 on {accel}")
+    if env.get("mode") == "vm":
+        parts.append("guests on nested KVM" if env.get("kvm_in_l1") else "guests on TCG")
+    host = env.get("host") or {}
+    if host.get("os"):
+        parts.append(f"host {host['os']}, {host.get('cpus', '?')} CPUs")
+    text = "Environment: " + ", ".join(parts) + "."
+    notes = [n for n in env.get("notes", []) if len(n) < 90]
+    if notes:
+        text += " Note: " + "; ".join(notes[:2]) + "."
+    return text
+
+
+def _link(results_url: str | None, target: str | None, base_dir: Path | None) -> str | None:
+    if not results_url or not target:
+        return None
+    p = Path(target)
+    if p.is_absolute():
+        if base_dir is None:
+            return None
+        try:
+            p = p.relative_to(Path(base_dir).resolve())
+        except ValueError:
+            return None
+    return f"{results_url.rstrip('/')}/{p.as_posix()}"
+
+
+def render_reply(
+    summary: dict[str, Any],
+    *,
+    tested_by: str | None = None,
+    results_url: str | None = None,
+    base_dir: Path | None = None,
+) -> str:
+    """reply.txt text for a summary (``base_dir``: the results directory ``results_url``
+    publishes, for links to files of the run)."""
     s = summary["series"]
     verdict = summary["overall"]
     base = summary["base"] or {}
@@ -41,77 +120,58 @@ def render_reply(summary: dict[str, Any], *, tested_by: str | None = None) -> st
         f"In-Reply-To: {msgid}",
         f"References: {msgid}",
         "",
-        f"On {s['cover_date'] or msgid}, {s['author']} wrote:",
-        f"> {subject}",
+        *_wrap(f"On {s['cover_date'] or msgid}, {s['author']} wrote:"),
+        *_wrap(subject, "> "),
         "",
         "Hi,",
         "",
     ]
     prereqs = s.get("prerequisites") or []
     intro = (
-        f"I ran this series through an automated apply/build/test gate on "
-        f"{base.get('spec') or 'an unknown base'}"
-        + (f" ({base['version']})" if base.get("version") else "")
-        + (
-            ", on top of " + ", ".join(f'"{p["subject"]}" <{p["message_id"]}>' for p in prereqs)
-            if prereqs
-            else ""
-        )
+        f"I ran this series through an automated apply/build/test gate on {_base_text(base)}"
+        + (", on top of " + ", ".join(f'"{p["subject"]}"' for p in prereqs) if prereqs else "")
         + "."
     )
     lines += _wrap(intro)
-    lines += ["", *_wrap(f"Result: {verdict['headline']}"), ""]
+    lines += ["", *_wrap(summary.get("headline") or verdict["headline"]), ""]
 
     series_patches = [p for p in summary["patches"] if p["role"] == "series"]
     if series_patches:
-        lines.append("Per patch (apply / builds alone / checkpatch errors,warnings):")
+        lines.append("Per patch (apply, builds alone, checkpatch errors/warnings):")
+        width = max(len(p["apply"] or "-") for p in series_patches)
         for p in series_patches:
             c = p.get("checkpatch")
-            check = f"{c['errors']},{c['warnings']}" if c else "-"
-            builds = {True: "builds", False: "NO BUILD", None: "-"}[p["builds"]]
+            check = f"{c['errors']}/{c['warnings']}" if c else "-"
+            builds = {True: "ok", False: "FAIL", None: "-"}[p["builds"]]
+            apply = p["apply"] or "-"
             lines.append(
-                f"  {patch_number(p)} {p['apply'] or '-':<15} {builds:<8} {check:<5} {p['subject']}"
+                _fit(f"  {patch_number(p)} {apply:<{width}} {builds:<4} {check:<4} {p['subject']}")
             )
         lines.append("")
     fixups = [p for p in summary["patches"] if p["role"] == "fixup"]
+    notes = []
     if fixups:
-        lines += _wrap(
+        notes.append(
             "Local adaptation to the newer base, applied after the series: "
             + ", ".join(p["subject"] for p in fixups)
             + "."
         )
-        lines.append("")
-    builds = summary["builds"]
-    if builds:
-        lines.append(
+    if summary["builds"]:
+        notes.append(
             "Builds: "
-            + ", ".join(f"{b['name']} {'ok' if b['ok'] else 'FAILED'}" for b in builds)
+            + ", ".join(f"{b['name']} {'ok' if b['ok'] else 'FAILED'}" for b in summary["builds"])
             + "."
         )
+    for note in notes:
+        lines += _wrap(note)
+    if notes:
         lines.append("")
 
-    if summary["claims"]:
-        lines.append("Claims (baseline -> patched: verdict):")
-        for c in summary["claims"]:
-            lines += _wrap(f"{c['claim']}: {c['baseline']} -> {c['patched']}: {c['verdict']}", "  ")
-        lines.append("")
-    bad = [t for t in summary["test_verdicts"] if t["verdict"] == "regressed"]
-    if bad:
-        lines.append("Regressions:")
-        for t in bad:
-            run = next(
-                (r for r in summary["tests"] if r["name"] == t["name"] and r["build"] == "patched"),
-                None,
-            )
-            reason = ""
-            if run is not None:
-                crash = f"QEMU died on {run['crash']['signal']}" if run["crash"] else ""
-                reason = "; ".join(filter(None, [crash, run["fail_reason"]])) or run["status"]
-            lines += _wrap(f"{t['name']}: {reason}", "  ")
-        lines.append("")
-    for c in summary["crashes"]:
-        lines += _wrap(f"Crash: {c['test']} on {c['build']}: {c['binary']} died on {c['signal']}")
-        lines += [f"    {f}" for f in c["frames"][:6]]
+    lines += _claim_lines(summary)
+    lines += _crash_lines(summary, results_url, base_dir)
+    regressed = [t["name"] for t in summary["test_verdicts"] if t["verdict"] == "regressed"]
+    if regressed:
+        lines += _wrap("Regressed (pass on baseline, fail on patched): " + ", ".join(regressed))
         lines.append("")
     if summary["flaky"]:
         lines += _wrap(
@@ -121,23 +181,65 @@ def render_reply(summary: dict[str, Any], *, tested_by: str | None = None) -> st
         lines.append("")
     if summary["findings"]:
         lines.append("Not caused by the series:")
-        for f in summary["findings"]:
+        for f in summary["findings"][:MAX_FINDINGS]:
             lines += _wrap(f"- {f}", "  ", "  ")
+        if len(summary["findings"]) > MAX_FINDINGS:
+            lines.append(f"  (and {len(summary['findings']) - MAX_FINDINGS} more in the report)")
         lines.append("")
 
-    env = summary["environment"]
-    where = {"vm": "in a test VM", "host": "on the host"}.get(env.get("mode") or "", "")
-    test_env = (
-        f"Tests used vdpa_sim devices {where}".strip()
-        + (f", kernel {env['test_kernel']}" if env.get("test_kernel") else "")
-        + (", nested KVM" if env.get("kvm_in_l1") else ", TCG" if env.get("mode") else "")
-        + "."
-    )
     if summary["tests"]:
-        lines += _wrap(test_env)
-        lines += [ln for n in env.get("notes", []) for ln in _wrap(f"Note: {n}")]
+        env = environment_line(summary)
+        reuse = baseline_reuse(summary)
+        if reuse:
+            env += f" The {reuse[0].replace(': ', ' results were ', 1)}."
+        lines += _wrap(env)
         lines.append("")
     if verdict["verdict"] == "pass" and tested_by:
         lines += [f"Tested-by: {tested_by}", ""]
-    lines.append("Full report and logs: report.html / junit.xml in the results directory.")
+    report = _link(results_url, "report.html", None)
+    if report:
+        lines += ["Full report, logs and backtraces:", report]
+    else:
+        lines += _wrap("The full report, logs and backtraces are in the gate's results.")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _claim_lines(summary: dict[str, Any]) -> list[str]:
+    if not summary["claims"]:
+        return []
+    repaired = {c["claim"]: c for c in summary.get("claims_repaired") or []}
+    with_repaired = bool(repaired) or has_repaired(summary)
+    head = "Claims (baseline -> patched"
+    head += " -> repaired, our repair of the crash, not your series):" if with_repaired else "):"
+    lines = _wrap(head)
+    for c in summary["claims"]:
+        r = repaired.get(c["claim"])
+        first = f"  {c['claim']}: {c['verdict']}"
+        if r is not None:
+            first += f"; repaired: {r['verdict']}"
+        label, values = claim_numbers(summary, c)
+        chain = " -> ".join(values[b] for b in ("baseline", "patched", "repaired") if b in values)
+        lines += _wrap(first)
+        lines += _wrap(f"{label}: {chain}" if label else chain, "    ", "  ")
+    lines.append("")
+    return lines
+
+
+def _crash_lines(
+    summary: dict[str, Any], results_url: str | None, base_dir: Path | None
+) -> list[str]:
+    lines: list[str] = []
+    for g in summary.get("crash_groups") or []:
+        n = len(g["tests"])
+        builds = " and ".join(g["builds"])
+        vms = f" ({', '.join(g['vms'])})" if g.get("vms") else ""
+        bad = f", first bad patch {g['first_bad_patch']}" if g.get("first_bad_patch") else ""
+        lines += _wrap(f"Crash: {describe(g)} in {n} test{'s' if n != 1 else ''} on {builds}{vms}"
+                       f"{bad}:")  # fmt: skip
+        lines += [_fit(f"    {f}") for f in g["backtrace"][:CRASH_FRAMES]]
+        gdb = next((t["gdb"] for t in g["tests"] if t.get("gdb")), None)
+        link = _link(results_url, gdb, base_dir)
+        if link:
+            lines.append(f"  gdb: {link}")
+        lines.append("")
+    return lines

@@ -7,7 +7,16 @@ trees, builds or test VM. Stages that did not run are ``null`` (or empty lists).
 Top-level keys: ``schema``, ``seriesgate_version``, ``generated``, ``series``, ``base``,
 ``patches``, ``builds``, ``functional_ran``, ``tests``, ``test_verdicts``, ``claims``, ``crashes``,
 ``flaky``, ``findings``, ``overall``, ``stage_times``, ``environment``, ``bench``, ``error``
-(and ``bisect`` when the pipeline bisected a regression).
+(and ``bisect`` when the pipeline bisected a regression), ``crash_groups`` (crashes by
+signature, :mod:`seriesgate.report.crashes`) and ``headline`` (the verdict in one sentence,
+:mod:`seriesgate.report.headline`; also ``overall["headline"]``).
+
+A migration test's run carries ``timeline`` (the destination's guest-RAM maps against STOP,
+RESUME and device start, :mod:`seriesgate.report.migration_timeline`).
+
+When the run has a ``repaired`` build (series + fixups + our repairs of the series' defects),
+its runs are judged against baseline like patched: ``test_verdicts[i]["verdict_repaired"]``
+and ``claims_repaired``; ``overall`` stays decided by patched alone.
 """
 
 from __future__ import annotations
@@ -29,7 +38,10 @@ from seriesgate import __version__
 from seriesgate.build.model import BuildResult, BuildSet
 from seriesgate.errors import InputError
 from seriesgate.functional.model import Direction, FunctionalResults, TestOutcome
+from seriesgate.report import migration_timeline
 from seriesgate.report import verdict as v
+from seriesgate.report.crashes import group_crashes
+from seriesgate.report.headline import headline
 from seriesgate.series.model import Series, SeriesSet
 from seriesgate.testenv.model import TestEnv
 from seriesgate.tree.model import AppliedTree, Role
@@ -38,6 +50,7 @@ SCHEMA_VERSION = 1
 STOCK_VDPA_SIM_QUEUE_MAX = 256  # VDPASIM_QUEUE_MAX in the kernel's vdpa_sim.h
 EXCERPT_LINES = 40
 EXCERPT_CHARS = 6000
+REPAIRED = "repaired"  # the build of series + fixups + our repairs (patches/<series>/repairs)
 
 
 def build_summary(
@@ -82,6 +95,9 @@ def derive(summary: dict[str, Any]) -> dict[str, Any]:
     patches = summary["patches"]
     builds = {b["name"]: b for b in summary["builds"]}
     test_verdicts = _test_verdicts(tests)
+    # Our repair of the series' defects (issue 15): judged against baseline like patched,
+    # reported beside it, never deciding the gate.
+    repaired = _test_verdicts(tests, REPAIRED) if any(t["build"] == REPAIRED for t in tests) else []
     gate = v.gate_verdict(
         v.GateInputs(
             series_conflicts=tuple(
@@ -103,9 +119,20 @@ def derive(summary: dict[str, Any]) -> dict[str, Any]:
     )
     summary["test_verdicts"] = [_verdict_dict(t) for t in test_verdicts]
     summary["claims"] = _claims(test_verdicts)
+    summary.pop("claims_repaired", None)
+    if repaired:
+        by_name = {t.name: t for t in repaired}
+        for tv in summary["test_verdicts"]:
+            r = by_name.get(tv["name"])
+            if r is not None:
+                tv["repaired"] = r.patched.value
+                tv["verdict_repaired"] = r.verdict.value
+                tv["note_repaired"] = r.note.replace("patched", REPAIRED)
+        summary["claims_repaired"] = _claims(repaired, slot=REPAIRED)
     summary["crashes"] = [
         {"build": t["build"], "test": t["name"], **t["crash"]} for t in tests if t["crash"]
     ]
+    summary["crash_groups"] = group_crashes(summary)
     summary["flaky"] = [
         {"build": t["build"], "test": t["name"], "attempts": t["attempts"]}
         for t in tests
@@ -119,6 +146,7 @@ def derive(summary: dict[str, Any]) -> dict[str, Any]:
         "reasons": list(gate.reasons),
         "undecided": list(gate.undecided),
     }
+    summary["headline"] = summary["overall"]["headline"] = headline(summary)
     return summary
 
 
@@ -314,9 +342,8 @@ def _build_dict(b: BuildResult) -> dict[str, Any]:
 def _builds(builds: BuildSet | None) -> list[dict[str, Any]]:
     if builds is None:
         return []
-    return [
-        _build_dict(b) for b in (builds.baseline, builds.patched, builds.posted) if b is not None
-    ]
+    variants = (builds.baseline, builds.patched, getattr(builds, REPAIRED, None), builds.posted)
+    return [_build_dict(b) for b in variants if b is not None]
 
 
 # --- tests, verdicts, claims ---------------------------------------------------------------
@@ -335,6 +362,12 @@ def _test(o: TestOutcome) -> dict[str, Any]:
             "log_excerpt": _tail(o.crash.log) if o.crash.log else "",
         }
     passed = o.status.value in ("PASS", "WARN")
+    extra: dict[str, Any] = {}
+    if "migration" in o.tags:
+        extra["timeline"] = migration_timeline.extract(o.logdir)
+    retry_note = getattr(o, "retry_note", None)  # the runner's retry decision (issue 15)
+    if retry_note:
+        extra["retry_note"] = str(retry_note)
     return {
         "id": o.test_id,
         "key": _AVOCADO_SERIAL.sub("", o.test_id),
@@ -353,21 +386,24 @@ def _test(o: TestOutcome) -> dict[str, Any]:
         "crash": crash,
         "logdir": str(o.logdir) if o.logdir else None,
         "log_excerpt": "" if passed or o.logdir is None else _tail(o.logdir / "debug.log"),
+        **extra,
     }
 
 
-def _test_verdicts(tests: list[dict[str, Any]]) -> list[v.TestVerdict]:
-    """Pair each test's baseline and patched runs and judge the pair."""
+def _test_verdicts(tests: list[dict[str, Any]], slot: str = "patched") -> list[v.TestVerdict]:
+    """Pair each test's baseline and ``slot`` runs (patched, or repaired judged in the
+    patched slot) and judge the pair."""
     pairs: dict[str, dict[str, dict[str, Any]]] = {}
     for t in tests:
-        pairs.setdefault(t["key"], {})[t["build"]] = t
+        if t["build"] in ("baseline", slot):
+            pairs.setdefault(t["key"], {})[t["build"]] = t
     verdicts = []
     for runs in pairs.values():
-        any_run = runs.get("patched") or runs.get("baseline") or next(iter(runs.values()))
+        any_run = runs.get(slot) or runs.get("baseline") or next(iter(runs.values()))
         views: dict[str, v.RunView] = {}
-        for build in ("baseline", "patched"):
+        for build, view in (("baseline", "baseline"), (slot, "patched")):
             run = runs.get(build)
-            views[build] = (
+            views[view] = (
                 v.RunView(run["status"], crashed=run["crash"] is not None, flaky=run["flaky"])
                 if run
                 else v.RunView(None)
@@ -385,7 +421,7 @@ def _test_verdicts(tests: list[dict[str, Any]]) -> list[v.TestVerdict]:
     fixed = []
     for tv, runs in zip(verdicts, pairs.values(), strict=True):
         if len(runs) == 1 and tv.verdict is not v.ClaimVerdict.NOT_RUN:
-            missing = "patched" if "baseline" in runs else "baseline"
+            missing = slot if "baseline" in runs else "baseline"
             tv = replace(
                 tv, verdict=v.ClaimVerdict.UNDECIDED, blocking=True, note=f"no result on {missing}"
             )
@@ -407,7 +443,7 @@ def _verdict_dict(t: v.TestVerdict) -> dict[str, Any]:
     }
 
 
-def _claims(tests: list[v.TestVerdict]) -> list[dict[str, Any]]:
+def _claims(tests: list[v.TestVerdict], slot: str = "patched") -> list[dict[str, Any]]:
     by_claim: dict[str, list[v.TestVerdict]] = {}
     for t in tests:
         if t.claim:
@@ -419,7 +455,7 @@ def _claims(tests: list[v.TestVerdict]) -> list[dict[str, Any]]:
             "tests": [t.name for t in ts],
             "directions": sorted({t.direction.value for t in ts}),
             "baseline": _evidence_summary(t.baseline for t in ts),
-            "patched": _evidence_summary(t.patched for t in ts),
+            slot: _evidence_summary(t.patched for t in ts),
         }
         for claim, ts in sorted(by_claim.items())
     ]
