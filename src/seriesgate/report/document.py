@@ -85,8 +85,8 @@ def direction_label(direction: str) -> str:
 
 
 def patch_number(p: dict[str, Any]) -> str:
-    if p["role"] == "fixup":
-        return "fixup"
+    if p["role"] in ("fixup", "repair"):
+        return str(p["role"])
     return f"{p['index']:02d}/{p['total']:02d}"
 
 
@@ -309,7 +309,9 @@ def _patch_table(patches: list[dict[str, Any]]) -> Table:
         tuple(
             (
                 patch_number(p),
-                p["role"] if p["role"] != "prerequisite" else f"prereq ({p['series']})",
+                {"prerequisite": f"prereq ({p['series']})", "repair": "our repair"}.get(
+                    p["role"], p["role"]
+                ),
                 p["subject"],
                 p["apply"] or "-",
                 yes_no(p["builds"]),

@@ -20,7 +20,8 @@ Timeline dict (seconds relative to ``t0``, the destination's incoming setup)::
     {"record": "migration-1.json", "status": "completed", "end": 14.96,
      "markers": {"stop": 9.39, "resume": 10.15, "driver_ok": 14.82, "completed": 14.96},
      "maps": [{"start": 11.12, "duration": 0.013, "size": 798720, "thread": "main"}, ...],
-     "crash": null | {"signal": "SIGSEGV", "at": 0.71, "vm": "destination"}}
+     "crash": null | {"signal": "SIGSEGV", "at": 0.71, "vm": "destination",
+                      "after": "loadvm_state_setup"}}
 """
 
 from __future__ import annotations
@@ -104,7 +105,6 @@ def extract(logdir: Path | str | None) -> dict[str, Any] | None:
         return None
     tl = build_timeline(events, trace, pid=pid)
     m = tl.markers
-    stamps = [ev.timestamp for ev in trace if ev.timestamp is not None]
     # incoming setup: the destination's MIGRATION setup event, else its own trace of it
     t0 = m.dest_setup
     if t0 is None:
@@ -139,8 +139,15 @@ def extract(logdir: Path | str | None) -> dict[str, Any] | None:
     out_crash: dict[str, Any] | None = None
     if crash is not None:
         # the trace's last event: the moment closest to the crash that the run recorded
-        last = max((s for s in stamps if s >= t0), default=t0)
-        out_crash = {"signal": crash["signal"], "at": round(last - t0, 6), "vm": crash["vm"]}
+        seen = [ev for ev in trace if ev.timestamp is not None and ev.timestamp >= t0]
+        last = max(seen, key=lambda ev: ev.timestamp or 0.0, default=None)
+        at = last.timestamp if last is not None and last.timestamp is not None else t0
+        out_crash = {
+            "signal": crash["signal"],
+            "at": round(at - t0, 6),
+            "vm": crash["vm"],
+            "after": last.name if last is not None else None,  # its last traced event
+        }
     ends = [v for v in markers.values() if v is not None]
     ends += [float(mp["start"]) + float(mp["duration"]) for mp in maps]
     if out_crash is not None:
@@ -255,7 +262,8 @@ def plot(test: str, runs: dict[str, dict[str, Any]], path: Path) -> Path:
             # the run ends here: nothing after the crash is data
             ax.axvspan(crash["at"], x_end * 1.04, color="#bbbbbb", alpha=0.35, lw=0)
             ax.axvline(crash["at"], color="#d62728", lw=2.5)
-            ax.text(crash["at"], n * 0.5, f"  {crash['vm']} died on {crash['signal']}",
+            after = f" after {crash['after']}" if crash.get("after") else ""
+            ax.text(crash["at"], n * 0.5, f"  {crash['vm']} died on {crash['signal']}{after}",
                     color="#d62728", fontsize=9, fontweight="bold", va="center")  # fmt: skip
         if not tl["maps"]:
             why = "no guest-RAM map before the crash" if crash else "no guest-RAM map traced"

@@ -171,8 +171,8 @@ def _problems(m: dict[str, Any]) -> tuple[str, str] | None:
 
 
 DECIDERS: tuple[Callable[[dict[str, Any]], tuple[str, str] | None], ...] = (
+    _qmp_rtt,  # only the QMP-responsiveness test samples it: that is what it decides on
     _maps_in_downtime,
-    _qmp_rtt,
     _identity_maps,
     _problems,
 )
@@ -201,7 +201,10 @@ def claim_numbers(
     """The measure a claim turns on and its value per build (baseline, patched, repaired)."""
     runs = {(t["name"], t["build"]): t for t in summary["tests"]}
     builds = [b for b in ("baseline", "patched", "repaired") if any(k[1] == b for k in runs)]
-    for name in claim["tests"]:
+    # the tests whose own verdict is the claim's decide it: their numbers first
+    verdicts = {t["name"]: t["verdict"] for t in summary.get("test_verdicts", [])}
+    names = sorted(claim["tests"], key=lambda n: verdicts.get(n) != claim["verdict"])
+    for name in names:
         found = {b: deciding_number(runs.get((name, b))) for b in builds}
         labels = [label for label, _ in found.values() if label]
         if labels:

@@ -142,26 +142,34 @@ def render_reply(
         for p in series_patches:
             c = p.get("checkpatch")
             check = f"{c['errors']}/{c['warnings']}" if c else "-"
-            builds = {True: "ok", False: "FAIL", None: "-"}[p["builds"]]
+            alone = {True: "ok", False: "FAIL", None: "-"}[p["builds"]]
             apply = p["apply"] or "-"
             lines.append(
-                _fit(f"  {patch_number(p)} {apply:<{width}} {builds:<4} {check:<4} {p['subject']}")
+                _fit(f"  {patch_number(p)} {apply:<{width}} {alone:<4} {check:<4} {p['subject']}")
             )
         lines.append("")
     fixups = [p for p in summary["patches"] if p["role"] == "fixup"]
+    builds = {b["name"]: b for b in summary["builds"]}
+    posted_fails = "posted" in builds and not builds["posted"]["ok"]
     notes = []
     if fixups:
         notes.append(
-            "Local adaptation to the newer base, applied after the series: "
+            ("The series as posted does not build on this base; applied after it, a "
+             "local adaptation makes it build: "
+             if posted_fails else "Applied after the series, a local adaptation to the base: ")
             + ", ".join(p["subject"] for p in fixups)
             + "."
-        )
-    if summary["builds"]:
+        )  # fmt: skip
+    repairs = [p for p in summary["patches"] if p["role"] == "repair"]
+    if repairs:
         notes.append(
-            "Builds: "
-            + ", ".join(f"{b['name']} {'ok' if b['ok'] else 'FAILED'}" for b in summary["builds"])
+            'Our own repair, not part of your series, built as "repaired": '
+            + ", ".join(p["subject"] for p in repairs)
             + "."
         )
+    failed = [n for n, b in builds.items() if not b["ok"] and not (n == "posted" and fixups)]
+    if failed:
+        notes.append(f"Builds that fail: {', '.join(failed)}.")
     for note in notes:
         lines += _wrap(note)
     if notes:
@@ -169,7 +177,12 @@ def render_reply(
 
     lines += _claim_lines(summary)
     lines += _crash_lines(summary, results_url, base_dir)
-    regressed = [t["name"] for t in summary["test_verdicts"] if t["verdict"] == "regressed"]
+    crashed = {t["test"] for g in summary.get("crash_groups") or [] for t in g["tests"]}
+    regressed = [
+        t["name"]
+        for t in summary["test_verdicts"]
+        if t["verdict"] == "regressed" and t["name"] not in crashed
+    ]
     if regressed:
         lines += _wrap("Regressed (pass on baseline, fail on patched): " + ", ".join(regressed))
         lines.append("")
@@ -179,12 +192,13 @@ def render_reply(
             + ", ".join(f"{f['test']} on {f['build']}" for f in summary["flaky"])
         )
         lines.append("")
-    if summary["findings"]:
+    findings = _new_findings(summary, posted_said=bool(fixups))
+    if findings:
         lines.append("Not caused by the series:")
-        for f in summary["findings"][:MAX_FINDINGS]:
+        for f in findings[:MAX_FINDINGS]:
             lines += _wrap(f"- {f}", "  ", "  ")
-        if len(summary["findings"]) > MAX_FINDINGS:
-            lines.append(f"  (and {len(summary['findings']) - MAX_FINDINGS} more in the report)")
+        if len(findings) > MAX_FINDINGS:
+            lines.append(f"  (and {len(findings) - MAX_FINDINGS} more in the report)")
         lines.append("")
 
     if summary["tests"]:
@@ -204,13 +218,29 @@ def render_reply(
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _new_findings(summary: dict[str, Any], *, posted_said: bool) -> list[str]:
+    """The findings the reply has not said already (in the patch table, the fixup note or a
+    claim's verdict)."""
+    claimed = {t["name"] for t in summary["test_verdicts"] if t.get("claim")}
+    out = []
+    for f in summary["findings"]:
+        if f.endswith("(bisectability)"):
+            continue  # the per-patch table's "FAIL"
+        if posted_said and f.startswith("the series as posted does not build"):
+            continue
+        if any(f.startswith(f"{name}: ") for name in claimed):
+            continue  # the claim's verdict (broken-on-both, fixed-on-patched)
+        out.append(f)
+    return out
+
+
 def _claim_lines(summary: dict[str, Any]) -> list[str]:
     if not summary["claims"]:
         return []
     repaired = {c["claim"]: c for c in summary.get("claims_repaired") or []}
     with_repaired = bool(repaired) or has_repaired(summary)
     head = "Claims (baseline -> patched"
-    head += " -> repaired, our repair of the crash, not your series):" if with_repaired else "):"
+    head += " -> repaired, with our repair, not your series):" if with_repaired else "):"
     lines = _wrap(head)
     for c in summary["claims"]:
         r = repaired.get(c["claim"])
@@ -232,10 +262,15 @@ def _crash_lines(
     for g in summary.get("crash_groups") or []:
         n = len(g["tests"])
         builds = " and ".join(g["builds"])
-        vms = f" ({', '.join(g['vms'])})" if g.get("vms") else ""
+        vms = f", {', '.join(g['vms'])}" if g.get("vms") else ""
+        hit = {t["test"] for t in g["tests"]}
+        regressed = sum(
+            1 for t in summary["test_verdicts"] if t["verdict"] == "regressed" and t["name"] in hit
+        )
+        which = f"; {regressed} of them regressed" if regressed else ""
         bad = f", first bad patch {g['first_bad_patch']}" if g.get("first_bad_patch") else ""
-        lines += _wrap(f"Crash: {describe(g)} in {n} test{'s' if n != 1 else ''} on {builds}{vms}"
-                       f"{bad}:")  # fmt: skip
+        lines += _wrap(f"Crash: {describe(g)} in {n} test{'s' if n != 1 else ''} on {builds}"
+                       f" ({vms.lstrip(', ') or 'QEMU'}{which}){bad}:")  # fmt: skip
         lines += [_fit(f"    {f}") for f in g["backtrace"][:CRASH_FRAMES]]
         gdb = next((t["gdb"] for t in g["tests"] if t.get("gdb")), None)
         link = _link(results_url, gdb, base_dir)

@@ -51,6 +51,7 @@ STOCK_VDPA_SIM_QUEUE_MAX = 256  # VDPASIM_QUEUE_MAX in the kernel's vdpa_sim.h
 EXCERPT_LINES = 40
 EXCERPT_CHARS = 6000
 REPAIRED = "repaired"  # the build of series + fixups + our repairs (patches/<series>/repairs)
+REPAIR_ROLE = "repair"  # a patch of ours that repairs a defect of the series (not the author's)
 
 
 def build_summary(
@@ -108,7 +109,7 @@ def derive(summary: dict[str, Any]) -> dict[str, Any]:
             other_conflicts=tuple(
                 _row_label(p)
                 for p in patches
-                if p["apply_verdict"] == "conflict" and p["role"] != "series"
+                if p["apply_verdict"] == "conflict" and p["role"] not in ("series", REPAIR_ROLE)
             ),
             patched_build_ok=builds["patched"]["ok"] if "patched" in builds else None,
             baseline_build_ok=builds["baseline"]["ok"] if "baseline" in builds else None,
@@ -253,7 +254,9 @@ def _base(series_set: SeriesSet, tree: AppliedTree | None) -> dict[str, Any]:
 
 def _row_label(p: dict[str, Any]) -> str:
     """ "03/10 subject" (prerequisites: "<series> 03/13 subject")."""
-    which = "fixup" if p["role"] == "fixup" else f"{p['index']:02d}/{p['total']:02d}"
+    which = (
+        p["role"] if p["role"] in ("fixup", REPAIR_ROLE) else f"{p['index']:02d}/{p['total']:02d}"
+    )
     prefix = f"{p['series']} " if p["role"] == "prerequisite" else ""
     return f"{prefix}{which} {p['subject']}"
 
@@ -477,6 +480,11 @@ def _findings(
             out.append(f"{t.name}: fails on baseline and patched (defect already in the base)")
         elif t.verdict is v.ClaimVerdict.FIXED_ON_PATCHED:
             out.append(f"{t.name}: invariant fails on baseline, holds on patched")
+    out += [
+        f"our repair {p['subject']!r} does not apply: the repaired build has no results"
+        for p in patches
+        if p["role"] == REPAIR_ROLE and p["apply_verdict"] == "conflict"
+    ]
     posted = builds.get("posted")
     if posted is not None and not posted["ok"]:
         out.append("the series as posted does not build on this base; local fixups make it build")
