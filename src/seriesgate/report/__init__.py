@@ -39,7 +39,7 @@ def write_reports(summary: dict[str, Any], out_dir: Path) -> list[Path]:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    migration_timeline.fill(summary)
+    migration_timeline.fill(summary, out_dir)
     derive(summary)
     written = [write_summary(summary, out_dir / "summary.json")]
     plot: Path | None = None

@@ -163,14 +163,18 @@ def extract(logdir: Path | str | None) -> dict[str, Any] | None:
     }
 
 
-def fill(summary: dict[str, Any]) -> bool:
+def fill(summary: dict[str, Any], base_dir: Path | None = None) -> bool:
     """Extract the timeline of every migration test run that lacks one (summaries written
-    before timelines existed); True when any was added."""
+    before timelines existed) from its directory (a relative one is relative to
+    ``base_dir``, the results directory); True when any was added."""
     added = False
     for t in summary.get("tests", []):
         if "timeline" in t or "migration" not in t.get("tags", []):
             continue
-        t["timeline"] = extract(t.get("logdir"))
+        logdir = t.get("logdir")
+        if logdir and base_dir is not None and not Path(logdir).is_absolute():
+            logdir = Path(base_dir) / logdir
+        t["timeline"] = extract(logdir)
         added = added or t["timeline"] is not None
     return added
 

@@ -86,9 +86,11 @@ def _scalar(key: str, value: Any) -> str | None:
     if isinstance(value, str):
         return f"{label} {value}" if len(value) <= 40 else f"{label} {value[:37]}..."
     if isinstance(value, list):
-        if value and all(isinstance(v, (int, float, str)) for v in value) and len(value) <= 4:
+        short = all(isinstance(v, (int, float)) or (isinstance(v, str) and len(v) <= 12)
+                    for v in value)  # fmt: skip
+        if value and short and len(value) <= 4:
             return f"{label} " + ", ".join(str(v) for v in value)
-        return f"{label}: {len(value)} entries"
+        return f"{label}: {len(value)}"
     return None
 
 

@@ -212,7 +212,7 @@ def render_reply(
         lines += [f"Tested-by: {tested_by}", ""]
     report = _link(results_url, "report.html", None)
     if report:
-        lines += ["Full report, logs and backtraces:", report]
+        lines.append(f"Report, logs and backtraces: {report}")
     else:
         lines += _wrap("The full report, logs and backtraces are in the gate's results.")
     return "\n".join(lines).rstrip() + "\n"
