@@ -227,9 +227,9 @@ def run_gate(opts: RunOptions) -> int:
     except KeyboardInterrupt:
         return EXIT_UNDECIDED
     code = EXIT_UNDECIDED if interrupted else int(summary["overall"]["exit_code"])
-    verdict = summary["overall"]["verdict"]
+    headline = summary.get("headline") or summary["overall"]["verdict"]
     progress.say("run", f"results in {state.results_dir}")
-    print(f"seriesgate: verdict: {verdict} (exit {code}) — {state.results_dir / 'report.md'}")
+    print(f"seriesgate: verdict: {headline} (exit {code}) — {state.results_dir / 'report.md'}")
     return code
 
 

@@ -15,6 +15,7 @@ network-facing background services.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -158,34 +159,48 @@ def _errors(events: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _high(fd: int) -> int:
+    """``fd`` moved to 10 or above: the shell's ``3<&N 4>&M`` must not overwrite one end of
+    the pipe with the other (a pipe end that is fd 3 or 4 would)."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return moved
+
+
 def check_page(page: Path, *, screenshot: Path | None = None, timeout: float = 60.0) -> PageCheck:
     """Open ``page`` in headless Chromium; what it saw (see the module docstring)."""
     chromium = find_chromium()
     if chromium is None:
         raise InfraError("no chromium on PATH", hint="bash ci/setup-host.sh installs it")
     url = Path(page).resolve().as_uri()
-    to_r, to_w = os.pipe()
-    from_r, from_w = os.pipe()
+    to_r, to_w = (_high(fd) for fd in os.pipe())
+    from_r, from_w = (_high(fd) for fd in os.pipe())
     with tempfile.TemporaryDirectory(prefix="sg-chromium-") as profile:
-        # Chromium wants the pipe on fds 3 and 4: a shell puts it there, then is Chromium.
+        # Chromium wants the pipe on fds 3 and 4: a shell puts it there, then becomes it.
         argv = [
-            "/bin/sh", "-c", 'exec "$@" 3<&"$SG_IN" 4>&"$SG_OUT"', "sh",
+            # bash: dash takes single-digit fds only in redirections
+            shutil.which("bash") or "/bin/bash", "-c", 'exec "$@" 3<&"$SG_IN" 4>&"$SG_OUT"', "sh",
             chromium, *FLAGS, f"--user-data-dir={profile}", "about:blank",
         ]  # fmt: skip
         env = {**os.environ, "SG_IN": str(to_r), "SG_OUT": str(from_w)}
-        proc = subprocess.Popen(  # noqa: S603 - argv list
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(to_r, from_w),
-            env=env,
-        )
+        log = Path(profile) / "chromium.log"
+        with log.open("wb") as err:
+            proc = subprocess.Popen(  # noqa: S603 - argv list
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+                pass_fds=(to_r, from_w),
+                env=env,
+            )
         os.close(to_r)
         os.close(from_w)
         cdp = _Pipe(proc, to_w, from_r)
         try:
             return _check(cdp, url, screenshot, timeout)
+        except InfraError as exc:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise InfraError(f"{exc}; chromium said: {' | '.join(tail) or '(nothing)'}") from None
         finally:
             try:
                 cdp.send("Browser.close", timeout=5)

@@ -458,14 +458,33 @@ def _crash_blocks(summary: dict[str, Any], base_dir: Path | None = None) -> list
 
 
 def _bisect_blocks(found: list[dict[str, Any]]) -> list[Block]:
-    """First failing patch per regressed test (the pipeline's bisect results, any keys)."""
-    keys = list(dict.fromkeys(k for item in found for k in item))
+    """First failing patch per regressed test (the pipeline's bisect results), with how it
+    was found in a few words (the failure itself is in the crash and failure sections)."""
+    rows = []
+    for item in found:
+        ev = item.get("evidence") or {}
+        if ev.get("same_crash_as"):
+            how = f"same crash as {ev['same_crash_as']}"
+        elif ev.get("error"):
+            how = str(ev["error"]).splitlines()[0][:200]
+        else:
+            probes = ", ".join(
+                f"{p['index']} {'passes' if p.get('passed') else 'fails'}"
+                for p in ev.get("probes", [])
+            )
+            how = f"probes: {probes}" if probes else "no probe"
+            if ev.get("skipped_unbuilt"):
+                how += f"; not built alone: {_plain(ev['skipped_unbuilt'])}"
+            if ev.get("by_elimination"):
+                how += " (named by elimination)"
+            other = [d["index"] for d in ev.get("failed_differently", [])]
+            if other:
+                how += f"; failed differently at {_plain(other)}"
+        index = item.get("first_bad_patch_index")
+        rows.append((str(item.get("test")), _plain(index), _plain(item.get("subject")), how))
     return [
         Heading(2, "Bisect (first patch where a regressed test fails)"),
-        Table(
-            tuple(keys),
-            tuple(tuple(_plain(item.get(k)) for k in keys) for item in found),
-        ),
+        Table(("test", "first bad patch", "subject", "how"), tuple(rows)),
     ]
 
 

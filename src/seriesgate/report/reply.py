@@ -28,7 +28,8 @@ WIDTH = 72
 CRASH_FRAMES = 3
 MAX_FINDINGS = 3
 # an absolute path of this machine (not a URL, not part of a relative path)
-_ABS_PATH = re.compile(r"(?<![\w:/.~-])(?:~|/)(?:[\w.+-]+/)+([\w.+-]*)")
+# (/dev, /proc and /sys name the same thing on every machine: kept)
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])(?:~|/(?!dev/|proc/|sys/))(?:[\w.+-]+/)+([\w.+-]*)")
 
 
 def scrub(text: str) -> str:
@@ -36,6 +37,8 @@ def scrub(text: str) -> str:
 
     >>> scrub("log in /root/.cache/seriesgate/trees/x/build.log, see https://h/a/b")
     'log in build.log, see https://h/a/b'
+    >>> scrub("no /dev/kvm")
+    'no /dev/kvm'
     """
     return _ABS_PATH.sub(lambda m: m.group(1) or "(path)", text)
 
