@@ -10,12 +10,14 @@ test's retry note.
 from __future__ import annotations
 
 import copy
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import test_report_helpers as h
 
 from seriesgate.functional.model import Crash, Direction
+from seriesgate.report.junit import render_junit
 from seriesgate.report.markdown import render_markdown
 from seriesgate.report.reply import render_reply
 from seriesgate.report.summary import build_summary, derive
@@ -122,6 +124,14 @@ def test_repaired_column_labelled_as_ours(tmp_path: Path) -> None:
     assert "Claims (baseline -> patched -> repaired, with our repair, not your\nseries):" in reply
     assert "  map-at-load-setup: not-shown; repaired: confirmed\n" in reply
     assert "    guest-RAM maps in the downtime window: 2 of 2 -> crash -> 0 of 2\n" in reply
+    cases = {
+        (c.get("classname"), c.get("name")): c
+        for c in ET.fromstring(render_junit(s)).iter("testcase")
+    }
+    repaired_claim = cases[("seriesgate.claims.repaired", "map-at-load-setup")]
+    assert repaired_claim.find("failure") is None
+    assert "repaired: 1 holds" in (repaired_claim.findtext("system-out") or "")
+    assert ("functional.repaired.MapOrdering", "test_maps_before_stop") in cases
     plain = render_markdown(summary(tmp_path / "p", repaired=False))
     assert label not in plain and "repaired" not in plain
 

@@ -113,16 +113,21 @@ def _checkpatch_suite(summary: dict[str, Any]) -> Suite:
 
 def _claims_suite(summary: dict[str, Any]) -> Suite:
     suite = Suite("claims")
-    for c in summary["claims"]:
+    # the repaired build's claims (our repair of the series, not the author's) beside them
+    claims = [("seriesgate.claims", "patched", c) for c in summary["claims"]]
+    claims += [
+        ("seriesgate.claims.repaired", "repaired", c) for c in summary.get("claims_repaired") or []
+    ]
+    for classname, build, c in claims:
         case = Case(
-            classname="seriesgate.claims",
+            classname=classname,
             name=c["claim"],
-            out=f"verdict: {c['verdict']}\nbaseline: {c['baseline']}\npatched: {c['patched']}\n"
+            out=f"verdict: {c['verdict']}\nbaseline: {c['baseline']}\n{build}: {c[build]}\n"
             f"tests: {', '.join(c['tests'])}",
         )
         if c["verdict"] == "regressed":
             case.outcome = "failure"
-            case.message = f"regressed (baseline: {c['baseline']}; patched: {c['patched']})"
+            case.message = f"regressed (baseline: {c['baseline']}; {build}: {c[build]})"
         elif c["verdict"] == "undecided":
             case.outcome = "error"
             case.message = "could not decide"
