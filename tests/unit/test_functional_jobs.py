@@ -65,3 +65,25 @@ def test_finished_line_names_build_test_status_seconds() -> None:
         "[functional] patched Builds.test_passes PASS 0.0 s (3/3)"
     )
     assert finished_line("patched", "JOB TIME   : 1.63 s") is None
+
+
+def test_a_reused_build_measures_again_what_was_flaky(tmp_path: Path) -> None:
+    first = run_builds(
+        {"baseline": Path("/qemu/baseline")}, tmp_path / "one", tests=[SAMPLE], retry=False
+    )
+    job = first["builds"]["baseline"]["job"]
+    cached = {o.name: o for o in collect(tmp_path / "one")[0]}
+    again = cached["Builds.test_passes"].test_id
+    reused = {"baseline": {"job": job, "remeasure": [again]}}
+    index = run_builds(
+        {"baseline": Path("/qemu/baseline")}, tmp_path / "two", tests=[SAMPLE], reused=reused
+    )
+    entry = index["builds"]["baseline"]
+    assert "remeasure" not in entry and len(entry["replace_jobs"]) == 1
+    outcomes, jobs = collect(tmp_path / "two")
+    by = {o.name: o for o in outcomes}
+    assert len(jobs) == 3 and len(by) == 3  # cached, measured again, retry (no peer build)
+    fresh = by["Builds.test_passes"]
+    assert fresh.status is Status.PASS and fresh.logdir is not None
+    assert str(tmp_path / "two") in str(fresh.logdir)  # from the new job, not the cache
+    assert str(tmp_path / "one") in str(by["Builds.test_fails_on_patched"].logdir)

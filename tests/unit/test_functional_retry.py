@@ -168,12 +168,20 @@ def test_store_and_load_round_trip(tmp_path: Path) -> None:
     assert bc.load("0" * 24, tmp_path / "c") is None
 
 
-def test_flaky_or_lost_baselines_are_not_stored() -> None:
+def test_flaky_or_lost_baseline_results_are_measured_again() -> None:
     base = outcomes("baseline")
-    assert bc.reusable(list(base.values())) == (True, "")
+    assert bc.unreliable(list(base.values())) == {}
     flaky = replace(base["X.test_b"], status=Status.PASS, flaky=True, attempts=2)
-    assert bc.reusable([base["X.test_a"], flaky]) == (False, "X.test_b was flaky")
+    assert bc.unreliable([base["X.test_a"], flaky]) == {flaky.test_id: "flaky"}
     lost = replace(base["X.test_b"], status=Status.INTERRUPTED)
-    assert bc.reusable([lost])[0] is False
-    assert bc.reusable([crashed(base["X.test_b"])]) == (True, "")  # a crash is a result
-    assert bc.reusable([]) == (False, "no baseline test ran")
+    assert bc.unreliable([lost]) == {lost.test_id: "no result (INTERRUPTED)"}
+    assert bc.unreliable([crashed(base["X.test_b"])]) == {}  # a crash is a result
+
+
+def test_the_store_keeps_what_to_measure_again(tmp_path: Path) -> None:
+    comps = bc.key_components(**BASE)  # type: ignore[arg-type]
+    key = bc.key_of(comps)
+    again = {"test_x.py:X.test_b": "flaky"}
+    bc.store(key, comps, {"job": str(JOB)}, from_run="r", remeasure=again, root=tmp_path)
+    found = bc.load(key, tmp_path)
+    assert found is not None and found.entry["remeasure"] == ["test_x.py:X.test_b"]

@@ -11,8 +11,11 @@ environment code), the test VM's assets (L1 kernel, initramfs images, their mani
 seriesgate version, and what the group runs (its test references and tag filter). Change any
 of them and the key changes, so the baseline is measured again.
 
-Not stored (:func:`reusable`): a baseline with a flaky test, a test without a result
-(ERROR without a crash, INTERRUPTED: the machinery may be at fault) or no tests at all.
+Never reused (:func:`unreliable`): the result of a test that was flaky, or that has no
+result (ERROR without a crash, INTERRUPTED: the machinery may be at fault). Such a test is
+stored as ``remeasure``: a run that reuses the baseline measures it again, alone, and takes
+every other test from the cache (a baseline with one flaky test out of five still saves the
+other four).
 """
 
 from __future__ import annotations
@@ -108,28 +111,28 @@ def assets_identity(manifest: Mapping[str, Any], files: Iterable[Path | None]) -
     return ident
 
 
-def reusable(outcomes: Sequence[TestOutcome]) -> tuple[bool, str]:
-    """Whether a baseline's results may be stored for reuse, and if not, why.
+def unreliable(outcomes: Sequence[TestOutcome]) -> dict[str, str]:
+    """The tests whose baseline result must not be reused, and why: flaky ones, and those
+    without a result (ERROR without a crash, INTERRUPTED: the machinery may be at fault).
 
     >>> from seriesgate.functional.model import Direction
     >>> def o(status, flaky=False):
-    ...     return TestOutcome("t", "T.t", "baseline", status, 1.0, (), None,
+    ...     return TestOutcome("f.py:T.t", "T.t", "baseline", status, 1.0, (), None,
     ...                        Direction.HOLDS_ON_BOTH, flaky=flaky)
-    >>> reusable([o(Status.PASS), o(Status.FAIL)])
-    (True, '')
-    >>> reusable([o(Status.PASS, flaky=True)])
-    (False, 'T.t was flaky')
-    >>> reusable([o(Status.INTERRUPTED)])
-    (False, 'T.t has no result (INTERRUPTED)')
+    >>> unreliable([o(Status.PASS), o(Status.FAIL)])
+    {}
+    >>> unreliable([o(Status.PASS, flaky=True)])
+    {'f.py:T.t': 'flaky'}
+    >>> unreliable([o(Status.INTERRUPTED)])
+    {'f.py:T.t': 'no result (INTERRUPTED)'}
     """
-    if not outcomes:
-        return False, "no baseline test ran"
+    found = {}
     for o in outcomes:
         if o.flaky:
-            return False, f"{o.name} was flaky"
-        if o.status in (Status.INTERRUPTED, Status.ERROR) and o.crash is None:
-            return False, f"{o.name} has no result ({o.status.value})"
-    return True, ""
+            found[o.test_id] = "flaky"
+        elif o.status in (Status.INTERRUPTED, Status.ERROR) and o.crash is None:
+            found[o.test_id] = f"no result ({o.status.value})"
+    return found
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,8 @@ class CachedBaseline:
 
     key: str
     directory: Path
-    entry: dict[str, Any]  # {"job": DIR, "retry_jobs": [DIR, ...]} inside ``directory``
+    # {"job": DIR, "retry_jobs": [DIR, ...], "remeasure": [test id, ...]}, DIRs in ``directory``
+    entry: dict[str, Any]
     from_run: str
     date: str
 
@@ -164,7 +168,11 @@ def load(key: str, root: Path | None = None) -> CachedBaseline | None:
     except (OSError, ValueError):
         return None
     job = directory / record["job"]
-    entry = {"job": str(job), "retry_jobs": [str(directory / r) for r in record["retry_jobs"]]}
+    entry = {
+        "job": str(job),
+        "retry_jobs": [str(directory / r) for r in record["retry_jobs"]],
+        "remeasure": list(record.get("remeasure", {})),
+    }
     if not (job / "results.json").is_file():
         return None
     return CachedBaseline(key, directory, entry, record["from_run"], record["date"])
@@ -176,9 +184,11 @@ def store(
     entry: Mapping[str, Any],
     *,
     from_run: str,
+    remeasure: Mapping[str, str] | None = None,
     root: Path | None = None,
 ) -> CachedBaseline:
-    """Copy a baseline's job directories into the cache under ``key`` (atomically)."""
+    """Copy a baseline's job directories into the cache under ``key`` (atomically);
+    ``remeasure``: tests (id -> why) whose result a reuse must measure again."""
     root = root or cache_root()
     root.mkdir(parents=True, exist_ok=True)
     final = root / key
@@ -196,6 +206,7 @@ def store(
         "components": dict(components),
         "job": f"job/{job.name}",
         "retry_jobs": retries,
+        "remeasure": dict(remeasure or {}),
         "from_run": from_run,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

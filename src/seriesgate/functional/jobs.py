@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,18 +177,40 @@ def _write_index(results_dir: Path, index: dict[str, Any]) -> None:
 
 
 def _outcomes(name: str, entry: dict[str, Any], tags: Sequence[str] | None) -> list[Any]:
-    """A build's outcomes so far (first job merged with its retries) that ``tags`` selects
-    (a reused job may hold more tests), for the retry decision."""
-    from seriesgate.functional.runner import merge_retry, parse_job, tag_matches
+    """A build's outcomes so far that ``tags`` selects, for the retry decision (none when
+    its first job has no results)."""
+    from seriesgate.errors import InfraError
+    from seriesgate.functional.runner import entry_outcomes
 
-    job = entry.get("job")
-    if not job or not (Path(job) / "results.json").exists():
+    try:
+        return entry_outcomes(name, entry, tags or ())[0]
+    except InfraError:
         return []
-    outcomes = parse_job(Path(job), name)
-    for rjob in entry.get("retry_jobs", []):
-        if rjob and (Path(rjob) / "results.json").exists():
-            outcomes = merge_retry(outcomes, parse_job(Path(rjob), name))
-    return [o for o in outcomes if tag_matches(set(o.tags), tags or ())]
+
+
+def _remeasure(
+    name: str,
+    qemu_bin: Path,
+    entry: dict[str, Any],
+    results_dir: Path,
+    run: Callable[[list[str], Path, str], tuple[Path | None, int]],
+    tags: Sequence[str] | None,
+) -> None:
+    """Measure again the tests of a reused job whose cached result must not be reused
+    (flaky, no result); the new job replaces their results (``replace_jobs``)."""
+    wanted = set(entry.pop("remeasure", []))
+    selected = {o.test_id for o in _outcomes(name, entry, tags)}
+    refs = [t + "$" for t in sorted(wanted & selected)]
+    if not refs:
+        return
+    print(
+        f"[functional] {name}: measuring again {len(refs)} test(s) flaky or without a result "
+        "in the cached baseline ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    job, _ = run(refs, results_dir / name, name)
+    entry["replace_jobs"] = [*entry.get("replace_jobs", []), str(job) if job else None]
 
 
 def run_builds(
@@ -225,6 +247,16 @@ def run_builds(
             if name in reused:
                 entry = {"qemu_bin": str(qemu_bin), **reused[name], "reused": True}
                 index["builds"][name] = entry
+                _write_index(results_dir, index)
+
+                def run(refs: list[str], where: Path, label: str, qemu: Path = qemu_bin) -> Any:
+                    argv = avocado_argv(
+                        qemu_bin=qemu, results=where, tests=refs,
+                        firmware_dirs=firmware_dirs, tags=None, params=params,
+                    )  # fmt: skip
+                    return run_job(argv, where, job_timeout, warm, build=label)
+
+                _remeasure(name, qemu_bin, entry, results_dir, run, tags)
                 _write_index(results_dir, index)
                 continue
             start = time.monotonic()

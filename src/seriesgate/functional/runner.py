@@ -166,13 +166,20 @@ def entry_outcomes(
     build: str, entry: Mapping[str, Any], tags: Sequence[str] = ()
 ) -> tuple[list[TestOutcome], list[Path]]:
     """One build's outcomes from its ``jobs.json`` entry: the first job merged with each
-    retry job in order (``retry_jobs``; ``retry_job`` in older indexes); only the tests
+    retry job in order (``retry_jobs``; ``retry_job`` in older indexes), after the jobs that
+    measured some tests again (``replace_jobs``); only the tests
     ``tags`` selects (a cached baseline of every test serves a run of some)."""
     if not entry.get("job"):
         raise InfraError(f"the Avocado job for build {build} did not run")
     job = Path(entry["job"])
     jobs = [job]
     outcomes = parse_job(job, build)
+    # Tests measured again (a cached baseline's flaky ones) replace the cached results.
+    for again in (Path(r) for r in entry.get("replace_jobs", []) if r):
+        if (again / "results.json").exists():
+            jobs.append(again)
+            fresh = {o.test_id: o for o in parse_job(again, build)}
+            outcomes = [fresh.get(o.test_id, o) for o in outcomes]
     retries = list(entry.get("retry_jobs", [])) + [entry.get("retry_job")]
     for rjob in (Path(r) for r in retries if r):
         if (rjob / "results.json").exists():
@@ -593,15 +600,19 @@ class _BaselineReuse:
     def offer(
         self, group: TestGroup, outcomes: Sequence[TestOutcome], entry: Mapping[str, Any]
     ) -> str:
-        """Store a group's freshly measured baseline when it may be reused; a note."""
+        """Store a group's freshly measured baseline for reuse; a note on what a reuse will
+        measure again (its flaky tests and those without a result)."""
         from seriesgate.functional import baseline_cache as bc
 
-        ok, why = bc.reusable(outcomes)
-        if not ok:
-            return f"{group.label}: baseline not stored for reuse: {why}"
+        if not outcomes:
+            return f"{group.label}: baseline not stored for reuse: no baseline test ran"
+        again = bc.unreliable(outcomes)
         comps = self.components(group)
-        bc.store(bc.key_of(comps), comps, entry, from_run=self.run_name)
-        return ""
+        bc.store(bc.key_of(comps), comps, entry, from_run=self.run_name, remeasure=again)
+        if not again:
+            return ""
+        what = ", ".join(f"{_short_name(t)} ({why})" for t, why in again.items())
+        return f"{group.label}: baseline stored for reuse; a reuse measures again: {what}"
 
 
 def _selects(group: TestGroup, tags: Sequence[str]) -> bool:
@@ -706,7 +717,8 @@ def run_functional_isolated(
             missing = list(result.env.get("builds_not_run", []))
             for build, entry in index.get("builds", {}).items():
                 if build not in missing and entry.get("job"):
-                    known[build] = {k: entry[k] for k in ("job", "retry_jobs") if k in entry}
+                    keep = ("job", "retry_jobs", "replace_jobs", "remeasure")
+                    known[build] = {k: entry[k] for k in keep if k in entry}
             lost = result.env.get("l1_failure_after_first_jobs")
             if lost:
                 facts["l1_retries"].append({"job": label, "error": lost, "kept": "finished"})
