@@ -41,8 +41,11 @@ TEST_CODE = (
     PROJECT_ROOT / "src" / "seriesgate" / "testenv",
     PROJECT_ROOT / "avocado.cfg",
 )
-# Host orchestration: which tests run where, not how they behave.
-NOT_TEST_CODE = frozenset({"runner.py", "bisect.py", "cli.py", "baseline_cache.py", "retry.py"})
+# Host orchestration: which tests run where and how the test VM is started, not how the
+# tests behave (the test VM's accelerator is part of the assets' identity instead).
+NOT_TEST_CODE = frozenset(
+    {"runner.py", "bisect.py", "cli.py", "baseline_cache.py", "retry.py", "vm.py", "accel.py"}
+)
 
 
 def file_digest(path: Path) -> str:

@@ -578,6 +578,7 @@ class _BaselineReuse:
             )
             self._assets["l2_initrd"] = bc.file_digest(self.env.l2_guest.initrd)
             self._assets["mode"] = str(self.env.mode)
+            self._assets["l1_accel"] = str(getattr(self.env, "l1_accel", "tcg"))
             self._binary = bc.file_digest(self.binary)
         return bc.key_components(
             binary_digest=self._binary,
