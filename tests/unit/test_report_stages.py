@@ -136,3 +136,37 @@ def test_summary_and_reports_from_real_apply_of_the_default_series(tmp_path: Pat
     md = (tmp_path / "report.md").read_text()
     assert md.count("| prereq (") == roles.count("prerequisite")
     assert len(written) == 5
+
+
+def test_repaired_commit_and_build_round_trip(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from seriesgate.build.builder import _build_dict, write_build_json
+    from seriesgate.tree.apply import write_apply_json
+    from seriesgate.tree.model import ApplyResult, Role, Verdict
+
+    write_stage_dir(tmp_path)
+    assert stages.load_tree(tmp_path).repair_commit is None  # type: ignore[union-attr]
+    assert stages.load_builds(tmp_path, h.tree()).repaired is None  # type: ignore[union-attr]
+    repair = ApplyResult(
+        Role.REPAIR,
+        "repairs",
+        1,
+        1,
+        "virtio_net: register at realize",
+        "",
+        Verdict.CLEAN,
+        commit="f" * 40,
+    )
+    base = h.tree()
+    tree = replace(base, results=(*base.results, repair), repair_commit="f" * 40)
+    write_apply_json(tree, h.series_set(), tmp_path / "apply.json")
+    data = json.loads((tmp_path / "build.json").read_text())
+    data["builds"]["repaired"] = _build_dict(replace(h.build("repaired"), commit="f" * 40))
+    write_build_json(tmp_path / "build.json", data)
+    loaded = stages.load_tree(tmp_path)
+    assert loaded == tree and loaded.repair_results() == (repair,)  # type: ignore[union-attr]
+    builds = stages.load_builds(tmp_path, loaded)
+    assert builds is not None and builds.repaired is not None
+    assert builds.repaired.name == "repaired" and builds.repaired.commit == "f" * 40
+    assert builds.patched.name == "patched"

@@ -105,6 +105,8 @@ def test_default_series_set_offline(tmp_path: Path) -> None:
     assert series_set.target.based_on == (PULL_COVER,)
     data = json.loads((tmp_path / "series.json").read_text())
     assert data["application_order"] == ["vdpa-shared", "vdpa-map-at-load-setup"]
+    assert series_set.repairs == default_manifest().repairs != ()
+    assert data["repairs"] == [str(p) for p in series_set.repairs]
 
 
 def test_subject_and_based_on_parsing() -> None:
@@ -227,3 +229,24 @@ def test_shell_metacharacters_in_subjects_are_inert(tmp_path: Path) -> None:
     assert series_set.target.patches[0].subject == evil
     assert "/" not in series_set.target.name and "$" not in series_set.target.name
     assert not marker.exists()
+
+
+def test_manifest_repairs_are_apart_from_fixups(tmp_path: Path) -> None:
+    manifest = default_manifest()
+    assert [p.parent.name for p in manifest.fixups] == ["fixups"]
+    repairs = manifest.repairs
+    assert [p.name[:5] for p in repairs] == ["0001-", "0002-"]
+    assert all(p.parent.name == "repairs" for p in repairs)
+    assert all('Repairs "[RFC PATCH v2 10/10]' in p.read_text() for p in repairs)
+    # Only *.patch, in file-name order; no repairs/ directory: none.
+    other = tmp_path / "other"
+    (other / "repairs").mkdir(parents=True)
+    (other / "series.toml").write_text('message_id = "x@example.org"\n')
+    for name in ("0002-b.patch", "0001-a.patch", "notes.txt"):
+        (other / "repairs" / name).write_text("")
+    loaded = load_manifest(other / "series.toml")
+    assert [p.name for p in loaded.repairs] == ["0001-a.patch", "0002-b.patch"]
+    assert loaded.fixups == ()
+    (other / "repairs" / "0001-a.patch").unlink()
+    (other / "repairs" / "0002-b.patch").unlink()
+    assert load_manifest(other / "series.toml").repairs == ()

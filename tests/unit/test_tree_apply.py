@@ -18,6 +18,7 @@ from seriesdata import (
 )
 
 from seriesgate import cli, paths
+from seriesgate.build.builder import build_plans
 from seriesgate.errors import InputError
 from seriesgate.series.model import Patch, Series, SeriesSet
 from seriesgate.tree import Role, Verdict, format_table, prepare_tree
@@ -43,7 +44,9 @@ def upstream_patch(tmp_path: Path, *, line: int = 10, text: str = "line 10 CHANG
     return format_patch(repo, rev, tmp_path / "mails")
 
 
-def series_of(*mails: Path, fixups: tuple[Path, ...] = ()) -> SeriesSet:
+def series_of(
+    *mails: Path, fixups: tuple[Path, ...] = (), repairs: tuple[Path, ...] = ()
+) -> SeriesSet:
     patches = tuple(
         Patch(
             index=n,
@@ -59,7 +62,7 @@ def series_of(*mails: Path, fixups: tuple[Path, ...] = ()) -> SeriesSet:
         for n, mail in enumerate(mails, 1)
     )
     series = Series("test-series", "c@ex.org", 1, "test", "Ada", "", patches, mails[0], "test")
-    return SeriesSet(target=series, fixups=fixups)
+    return SeriesSet(target=series, fixups=fixups, repairs=repairs)
 
 
 def plain_base(tmp_path: Path, lines: list[str], name: str = "base") -> str:
@@ -292,3 +295,110 @@ def test_cli_apply_exit_codes_and_table(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_cache_dir_is_private(private_cache: Path) -> None:
     assert paths.cache_dir() == private_cache
+
+
+def plain_fixup(tmp_path: Path) -> Path:
+    fixup = tmp_path / "fixups" / "0001-port.patch"
+    fixup.parent.mkdir(exist_ok=True)
+    fixup.write_text(
+        "--- a/a.c\n+++ b/a.c\n@@ -1,3 +1,3 @@\n-line 01 of the file\n+ported\n"
+        " line 02 of the file\n line 03 of the file\n"
+    )
+    return fixup
+
+
+def test_repairs_apply_after_the_fixups_and_make_the_repaired_commit(tmp_path: Path) -> None:
+    mail = upstream_patch(tmp_path)
+    repairs = (
+        upstream_patch(tmp_path, line=15, text="line 15 REPAIRED"),
+        upstream_patch(tmp_path, line=20, text="line 20 REPAIRED"),
+    )
+    spec = plain_base(tmp_path, numbered(20))
+    tree = prepare_tree(
+        series_of(mail, fixups=(plain_fixup(tmp_path),), repairs=repairs),
+        base_spec=spec,
+        workdir=tmp_path / "out",
+    )
+    series, fix, first, second = tree.results
+    assert [r.role for r in (first, second)] == [Role.REPAIR, Role.REPAIR]
+    assert [r.verdict for r in tree.results] == [Verdict.CLEAN] * 4
+    assert (first.series, first.index, first.total, first.subject) == (
+        "repairs",
+        1,
+        2,
+        "a: change line 15",
+    )
+    # patched stays series + fixups; repaired is on top of it
+    assert tree.fixup_commit == fix.commit != tree.repair_commit == second.commit
+    assert sh_git(tree.repo, "rev-parse", f"{tree.repair_commit}~2") == tree.fixup_commit
+    assert "REPAIRED" not in sh_git(tree.repo, "show", f"{tree.fixup_commit}:a.c")
+    assert sh_git(tree.repo, "show", f"{tree.repair_commit}:a.c").count("REPAIRED") == 2
+    assert tree.conflict is None and tree.repair_conflict is None
+    assert tree.repair_results() == (first, second)
+    ref = sh_git(tree.repo, "rev-parse", "refs/seriesgate/test-series/repaired")
+    assert ref == tree.repair_commit
+    data = json.loads((tmp_path / "out" / "apply.json").read_text())
+    assert data["commits"]["repaired"] == tree.repair_commit
+    assert data["commits"]["patched"] == tree.fixup_commit
+    assert [p["role"] for p in data["patches"]] == ["series", "fixup", "repair", "repair"]
+    assert data["applied"] is True and data["repair_conflict"] is None
+    table = format_table(tree).splitlines()
+    assert [ln.split()[0] for ln in table[1:5]] == ["series", "fixup", "repair", "repair"]
+    assert f"repaired = {tree.repair_commit[:12]}" in table[-1]  # type: ignore[index]
+    plans = [(p.name, p.commit) for p in build_plans(tree, each_patch=False)]
+    assert plans[-2:] == [("patched", tree.fixup_commit), ("repaired", tree.repair_commit)]
+    # Again without repairs: no repaired commit, no stale ref, nothing more to build.
+    again = prepare_tree(series_of(mail), base_spec=spec, workdir=tmp_path / "out2")
+    assert again.repair_commit is None and again.repair_results() == ()
+    assert sh_git(again.repo, "for-each-ref", "refs/seriesgate/test-series/repaired") == ""
+    assert json.loads((tmp_path / "out2" / "apply.json").read_text())["commits"]["repaired"] is None
+    assert [p.name for p in build_plans(again, each_patch=True)] == [
+        "baseline",
+        "patch-01",
+        "patched",
+    ]
+
+
+def test_a_repair_that_does_not_apply_leaves_patched_alone(tmp_path: Path) -> None:
+    mail = upstream_patch(tmp_path)
+    # Written against a line the tree does not have: does not apply.
+    stale = tmp_path / "0001-stale.patch"
+    stale.write_text(
+        "--- a/a.c\n+++ b/a.c\n@@ -10 +10 @@\n-line 10 as it never was\n+line 10 repaired\n"
+    )
+    later = upstream_patch(tmp_path, line=15, text="line 15 REPAIRED")
+    tree = prepare_tree(
+        series_of(mail, repairs=(stale, later)),
+        base_spec=plain_base(tmp_path, numbered(20)),
+        workdir=tmp_path / "out",
+    )
+    verdicts = [r.verdict for r in tree.results]
+    assert verdicts == [Verdict.CLEAN, Verdict.CONFLICT, Verdict.NOT_TRIED]
+    assert tree.conflict is None, "a repair is not the series: patched still builds"
+    c = tree.repair_conflict
+    assert c is not None and c.role is Role.REPAIR and c.index == 1
+    assert tree.repair_commit is None and tree.fixup_commit == tree.results[0].commit
+    assert [p.name for p in build_plans(tree, each_patch=False)] == [
+        "baseline",
+        "posted",
+        "patched",
+    ]
+    data = json.loads((tmp_path / "out" / "apply.json").read_text())
+    assert data["applied"] is True and data["first_conflict"] is None
+    assert data["repair_conflict"] == "repairs 1/2 0001-stale"
+    assert data["commits"]["repaired"] is None
+    assert "REPAIR DOES NOT APPLY: repairs 1/2" in format_table(tree)
+
+
+def test_repairs_are_not_tried_after_a_series_conflict(tmp_path: Path) -> None:
+    other = numbered(20)
+    other[9] = "line 10 changed differently"
+    repair = upstream_patch(tmp_path, line=15, text="line 15 REPAIRED")
+    tree = prepare_tree(
+        series_of(upstream_patch(tmp_path), repairs=(repair,)),
+        base_spec=plain_base(tmp_path, other),
+        workdir=tmp_path / "out",
+    )
+    assert [r.verdict for r in tree.results] == [Verdict.CONFLICT, Verdict.NOT_TRIED]
+    assert tree.conflict is tree.results[0] and tree.repair_conflict is None
+    assert tree.repair_commit is None

@@ -380,6 +380,23 @@ def write_build_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def build_plans(tree: AppliedTree, *, each_patch: bool) -> list[Plan]:
+    """What to build, in order: baseline, (every patch,) posted, patched, (repaired).
+
+    "repaired" only when the tree has a repaired commit (the series has repairs and
+    they applied); it is built like patched, after it.
+    """
+    plans = [Plan("baseline", tree.baseline_commit)]
+    if each_patch:
+        plans += [Plan(f"patch-{r.index:02d}", r.commit or "") for r in _series_commits(tree)]
+    if tree.fixup_commit != tree.series_commit or not each_patch:
+        plans.append(Plan("posted", tree.series_commit))
+    plans.append(Plan("patched", tree.fixup_commit))
+    if tree.repair_commit is not None:
+        plans.append(Plan("repaired", tree.repair_commit))
+    return plans
+
+
 def build_all(
     tree: AppliedTree,
     *,
@@ -387,7 +404,7 @@ def build_all(
     each_patch: bool = True,
     series_set: SeriesSet | None = None,
 ) -> BuildSet:
-    """Build baseline, (every patch,) posted and patched QEMU; checkpatch the series.
+    """Build baseline, (every patch,) posted, patched (and repaired) QEMU; checkpatch the series.
 
     A patch that does not build is data (``ok=False`` with its first compiler
     errors); only infrastructure failures (missing build dependency, disk full,
@@ -405,12 +422,7 @@ def build_all(
     builder = Builder(tree, out_dir)
     series = _series_commits(tree)
     has_fixups = tree.fixup_commit != tree.series_commit
-    plans = [Plan("baseline", tree.baseline_commit)]
-    if each_patch:
-        plans += [Plan(f"patch-{r.index:02d}", r.commit or "") for r in series]
-    if has_fixups or not each_patch:
-        plans.append(Plan("posted", tree.series_commit))
-    plans.append(Plan("patched", tree.fixup_commit))
+    plans = build_plans(tree, each_patch=each_patch)
     hashes = _tree_hashes(tree.repo, [p.commit for p in plans])
     json_path = out_dir / "build.json"
     done: dict[str, BuildResult] = {}
@@ -475,6 +487,7 @@ def build_all(
         baseline=done["baseline"],
         patched=done["patched"],
         posted=done.get("posted") if has_fixups else None,
+        repaired=done.get("repaired"),
         each_patch=each,
         checkpatch=checks,
         firmware_dirs=fw,

@@ -14,7 +14,7 @@ from seriesgate.errors import EXIT_GATE_FAILS, EXIT_PASS
 def format_table(builds: BuildSet) -> str:
     """The build table a maintainer reads: one line per build and per patch."""
     lines = [f"configure: {shlex.join(builds.patched.configure_line)}"]
-    for b in (builds.baseline, builds.posted, builds.patched):
+    for b in (builds.baseline, builds.posted, builds.patched, builds.repaired):
         if b is None:
             continue
         state = "builds" if b.ok else "FAILS "

@@ -17,7 +17,7 @@ class CompilerError:
 class BuildResult:
     """One build directory at one commit."""
 
-    name: str  # "baseline", "patched", "posted", or "patch-03"
+    name: str  # "baseline", "patched", "posted", "repaired" or "patch-03"
     commit: str
     build_dir: Path
     configure_line: tuple[str, ...]
@@ -59,3 +59,6 @@ class BuildSet:
     checkpatch: tuple[CheckpatchResult, ...]
     firmware_dirs: tuple[Path, ...]  # pass to QEMU with -L
     build_json: Path | None = None  # out_dir/build.json
+    # + series + fixups + repairs (seriesgate's own fixes, not the author's series); None when
+    # the tree has no repaired commit
+    repaired: BuildResult | None = None

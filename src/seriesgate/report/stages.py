@@ -97,6 +97,7 @@ def load_tree(stage_dir: Path) -> AppliedTree | None:
             series_commit=commits["series"],
             fixup_commit=commits["patched"],
             results=tuple(from_jsonable(ApplyResult, p) for p in data["patches"]),
+            repair_commit=commits.get("repaired"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{path} is not an apply.json: {exc}") from None
@@ -127,6 +128,7 @@ def load_builds(stage_dir: Path, tree: AppliedTree | None) -> BuildSet | None:
             each_patch=tuple(each),
             checkpatch=tuple(from_jsonable(CheckpatchResult, c) for c in data["checkpatch"]),
             firmware_dirs=tuple(Path(p) for p in data.get("firmware_dirs", ())),
+            repaired=results.get("repaired"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{path} is not a build.json: {exc}") from None

@@ -304,6 +304,7 @@ def fetch_series_set(
         manifest=manifest.path if manifest else None,
         base=manifest.base if manifest else None,
         fixups=manifest.fixups if manifest else (),
+        repairs=manifest.repairs if manifest else (),
     )
     write_series_json(series_set, workdir / "series.json")
     return series_set

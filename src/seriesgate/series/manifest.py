@@ -17,6 +17,11 @@ it needs first (prerequisites a cover letter only links by URL, so b4 and
     version = 1
     mbox = "prereq.mbox"
     cherry_pick = "9-21"            # b4 am -P: only these patches of the thread
+
+Next to it, ``fixups/*.patch`` adapt the series to a newer base (applied after the
+series; "patched" = series + fixups) and ``repairs/*.patch`` are seriesgate's own fixes
+of the series' defects (applied after the fixups; "repaired" = patched + repairs,
+reported apart from the series as posted).
 """
 
 from __future__ import annotations
@@ -67,7 +72,17 @@ class Manifest:
     @property
     def fixups(self) -> tuple[Path, ...]:
         """The project's own adaptation patches, applied after the series, sorted."""
-        return tuple(sorted((self.directory / "fixups").glob("*.patch")))
+        return local_patches(self.directory, "fixups")
+
+    @property
+    def repairs(self) -> tuple[Path, ...]:
+        """The project's own fixes of the series' defects, applied after the fixups, sorted."""
+        return local_patches(self.directory, "repairs")
+
+
+def local_patches(directory: Path, kind: str) -> tuple[Path, ...]:
+    """``directory/kind/*.patch`` in file-name order (``kind``: "fixups" or "repairs")."""
+    return tuple(sorted((directory / kind).glob("*.patch")))
 
 
 def normalize_msgid(message_id: str) -> str:

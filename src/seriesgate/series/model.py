@@ -54,6 +54,7 @@ class SeriesSet:
     manifest: Path | None = None  # patches/<name>/series.toml when one applied
     base: str | None = None  # base spec requested by the manifest, e.g. "debian:qemu/trixie"
     fixups: tuple[Path, ...] = field(default_factory=tuple)  # patches/<name>/fixups/*.patch
+    repairs: tuple[Path, ...] = field(default_factory=tuple)  # patches/<name>/repairs/*.patch
 
     @property
     def all_series(self) -> tuple[Series, ...]:

@@ -1,4 +1,4 @@
-"""prepare_tree: base tree + prerequisites + series + fixups, one commit per applied patch."""
+"""prepare_tree: base tree + prerequisites + series + fixups + repairs, one commit per patch."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from seriesgate.errors import InputError
 from seriesgate.series.diff import parse_diff
 from seriesgate.series.fetch import to_jsonable
 from seriesgate.series.mail import split_subject
+from seriesgate.series.manifest import local_patches
 from seriesgate.series.model import SeriesSet
 from seriesgate.tree.base import (
     DEFAULT_BASE,
@@ -30,7 +31,7 @@ BRANCH_PREFIX = "seriesgate/"
 
 
 def jobs_for(series_set: SeriesSet) -> list[PatchJob]:
-    """Every patch in application order: prerequisites, the series, then local fixups."""
+    """Every patch in application order: prerequisites, the series, local fixups, repairs."""
     jobs: list[PatchJob] = []
     for series in series_set.all_series:
         role = Role.SERIES if series is series_set.target else Role.PREREQUISITE
@@ -57,18 +58,26 @@ def jobs_for(series_set: SeriesSet) -> list[PatchJob]:
                     context,
                 )
             )
-    fixups = list(series_set.fixups)
-    if series_set.manifest is not None:  # fixups may be added after the fetch
-        fixups = sorted({*fixups, *(series_set.manifest.parent / "fixups").glob("*.patch")})
-    for number, path in enumerate(fixups, 1):
-        jobs.append(
-            PatchJob(Role.FIXUP, "fixups", number, len(fixups), _fixup_subject(path), "", path)
-        )
+    jobs += _local_jobs(series_set, Role.FIXUP, "fixups", series_set.fixups)
+    jobs += _local_jobs(series_set, Role.REPAIR, "repairs", series_set.repairs)
     return jobs
 
 
+def _local_jobs(
+    series_set: SeriesSet, role: Role, kind: str, known: tuple[Path, ...]
+) -> list[PatchJob]:
+    """The project's own patches of one kind (``patches/<name>/<kind>/*.patch``), sorted."""
+    found = list(known)
+    if series_set.manifest is not None:  # they may be added after the fetch
+        found = sorted({*found, *local_patches(series_set.manifest.parent, kind)})
+    return [
+        PatchJob(role, kind, number, len(found), _fixup_subject(path), "", path)
+        for number, path in enumerate(found, 1)
+    ]
+
+
 def _fixup_subject(path: Path) -> str:
-    """A fixup's Subject: header (git format-patch output), else its file name."""
+    """A local patch's Subject: header (git format-patch output), else its file name."""
     head = path.read_text(encoding="utf-8", errors="replace").split("\ndiff ", 1)[0]
     match = re.search(r"^Subject: (.*(?:\n[ \t].*)*)", head, re.MULTILINE)
     return split_subject(match.group(1)).subject if match else path.stem
@@ -80,7 +89,9 @@ def prepare_tree(series_set: SeriesSet, *, base_spec: str | None, workdir: Path)
     The work tree is the cached one for the base (see base.py), on branch
     ``seriesgate/<series name>`` reset to the pristine base. A conflict does
     not raise: the tree stays at the last applied patch, later patches are
-    ``not-tried``, and ``AppliedTree.conflict`` names the first conflict.
+    ``not-tried``, and ``AppliedTree.conflict`` names the first conflict
+    (``AppliedTree.repair_conflict`` when it is one of the repairs, which come
+    last: then only the repaired tree is missing).
     A patch that only touches files the base lacks (a series for another
     project) is an InputError, raised after apply.json is written.
     """
@@ -127,6 +138,17 @@ def _latest(results: list[ApplyResult], roles: tuple[Role, ...], default: str) -
     return commit
 
 
+APPLIED = (Verdict.CLEAN, Verdict.THREE_WAY, Verdict.FUZZ, Verdict.ALREADY_PRESENT)
+
+
+def _repair_commit(results: list[ApplyResult], base_commit: str) -> str | None:
+    """Where the repairs end; None when there are none or one of them did not apply."""
+    repairs = [r for r in results if r.role is Role.REPAIR]
+    if not repairs or any(r.verdict not in APPLIED for r in repairs):
+        return None
+    return _latest(results, tuple(Role), base_commit)
+
+
 def _finish(
     repo: Path,
     base: BaseTree,
@@ -146,6 +168,7 @@ def _finish(
         series_commit=_latest(results, posted, base_commit),
         fixup_commit=_latest(results, (*posted, Role.FIXUP), base_commit),
         results=tuple(results),
+        repair_commit=_repair_commit(results, base_commit),
     )
     name = series_set.target.name
     for label, commit in (
@@ -155,8 +178,21 @@ def _finish(
         ("patched", tree.fixup_commit),
     ):
         git(repo, "update-ref", f"refs/seriesgate/{name}/{label}", commit)
+    repaired_ref = f"refs/seriesgate/{name}/repaired"
+    if tree.repair_commit is not None:
+        git(repo, "update-ref", repaired_ref, tree.repair_commit)
+    elif git(repo, "for-each-ref", repaired_ref):  # from an earlier run with repairs
+        git(repo, "update-ref", "-d", repaired_ref)
     write_apply_json(tree, series_set, workdir / "apply.json")
     return tree
+
+
+def _name(result: ApplyResult | None) -> str | None:
+    return (
+        None
+        if result is None
+        else f"{result.series} {result.index}/{result.total} {result.subject}"
+    )
 
 
 def write_apply_json(tree: AppliedTree, series_set: SeriesSet, path: Path) -> None:
@@ -173,11 +209,11 @@ def write_apply_json(tree: AppliedTree, series_set: SeriesSet, path: Path) -> No
             "baseline": tree.baseline_commit,
             "series": tree.series_commit,
             "patched": tree.fixup_commit,
+            "repaired": tree.repair_commit,
         },
         "applied": conflict is None,
-        "first_conflict": None
-        if conflict is None
-        else f"{conflict.series} {conflict.index}/{conflict.total} {conflict.subject}",
+        "first_conflict": _name(conflict),
+        "repair_conflict": _name(tree.repair_conflict),
         "patches": [{**to_jsonable(r), "label": r.label} for r in tree.results],
     }
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -187,7 +223,7 @@ def format_table(tree: AppliedTree) -> str:
     """The verdict table printed by ``seriesgate apply`` (one row per patch)."""
     rows = [("role", "patch", "verdict", "subject / evidence")]
     for r in tree.results:
-        role = {"prerequisite": "prereq", "series": "series", "fixup": "fixup"}[r.role.value]
+        role = "prereq" if r.role is Role.PREREQUISITE else r.role.value
         subject = r.subject if len(r.subject) <= 60 else r.subject[:57] + "..."
         rows.append((role, f"{r.index}/{r.total}", r.label, subject))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
@@ -221,5 +257,12 @@ def format_table(tree: AppliedTree) -> str:
             lines.append(f"  {hunk.file} hunk #{hunk.hunk}:")
             lines.extend("    " + ln for ln in hunk.text.splitlines()[:12])
     else:
-        lines.append(f"tree: {tree.repo} (patched = {tree.fixup_commit[:12]})")
+        repaired = f", repaired = {tree.repair_commit[:12]}" if tree.repair_commit else ""
+        lines.append(f"tree: {tree.repo} (patched = {tree.fixup_commit[:12]}{repaired})")
+    if tree.repair_conflict:
+        c = tree.repair_conflict
+        lines.append(
+            f"REPAIR DOES NOT APPLY: {c.series} {c.index}/{c.total} '{c.subject}': no repaired "
+            "tree (a problem of seriesgate's repair, not of the series)"
+        )
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Typed result of the tree stage: a git repo with base, prerequisites, series, fixups."""
+"""Typed result of the tree stage: a git repo with base, prerequisites, series, fixups, repairs."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ class Verdict(StrEnum):
 class Role(StrEnum):
     PREREQUISITE = "prerequisite"
     SERIES = "series"
-    FIXUP = "fixup"
+    FIXUP = "fixup"  # adaptation of the series to a newer base (part of "patched")
+    REPAIR = "repair"  # seriesgate's fix of the series' own defect (only in "repaired")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class FailingHunk:
 @dataclass(frozen=True)
 class ApplyResult:
     role: Role
-    series: str  # Series.name the patch belongs to ("fixups" for fixups)
+    series: str  # Series.name the patch belongs to ("fixups", "repairs" for local patches)
     index: int
     total: int
     subject: str
@@ -68,10 +69,33 @@ class AppliedTree:
     series_commit: str  # + the series as posted
     fixup_commit: str  # + local fixups           (what "patched" builds)
     results: tuple[ApplyResult, ...]
+    # + repairs (what "repaired" builds); None: the series has no repairs, or one of them
+    # (or anything before them) did not apply
+    repair_commit: str | None = None
 
     @property
     def conflict(self) -> ApplyResult | None:
-        return next((r for r in self.results if r.verdict is Verdict.CONFLICT), None)
+        """The first patch of the series as gated (prerequisites, series, fixups) that
+        does not apply; a repair that does not apply is ``repair_conflict``."""
+        return next(
+            (
+                r
+                for r in self.results
+                if r.verdict is Verdict.CONFLICT and r.role is not Role.REPAIR
+            ),
+            None,
+        )
+
+    @property
+    def repair_conflict(self) -> ApplyResult | None:
+        """The first repair that does not apply (then there is no repaired tree)."""
+        return next(
+            (r for r in self.results if r.verdict is Verdict.CONFLICT and r.role is Role.REPAIR),
+            None,
+        )
+
+    def repair_results(self) -> tuple[ApplyResult, ...]:
+        return tuple(r for r in self.results if r.role is Role.REPAIR)
 
     def series_results(self) -> tuple[ApplyResult, ...]:
         return tuple(r for r in self.results if r.role is Role.SERIES)
