@@ -40,3 +40,20 @@ def test_default_series_on_debian_qemu(tmp_path: Path) -> None:
     count = sh_git(tree.repo, "rev-list", "--count", f"{tree.base_commit}..{tree.series_commit}")
     assert count == "9"
     assert (tmp_path / "apply.json").is_file()
+    # seriesgate's repairs of 10/10 apply on top of the fixup, apart from the series.
+    repairs = tree.repair_results()
+    assert [r.verdict for r in repairs] == [Verdict.CLEAN, Verdict.CLEAN], table
+    assert tree.repair_commit == repairs[-1].commit != tree.fixup_commit
+    patched = sh_git(tree.repo, "show", f"{tree.fixup_commit}:hw/net/virtio-net.c")
+    repaired = sh_git(tree.repo, "show", f"{tree.repair_commit}:hw/net/virtio-net.c")
+    init = "static void virtio_net_instance_init(Object *obj)"
+    realize = "static void virtio_net_device_realize(DeviceState *dev, Error **errp)"
+    unrealize = "static void virtio_net_device_unrealize(DeviceState *dev)"
+
+    def body(text: str, head: str) -> str:
+        return text.split(head, 1)[1].split("\n}\n", 1)[0]
+
+    assert "register_savevm_live" in body(patched, init)  # the defect, as posted
+    assert "register_savevm_live" not in body(repaired, init)
+    assert "virtio_net_register_savevm(n);" in body(repaired, realize)
+    assert "unregister_savevm(VMSTATE_IF(dev)" in body(repaired, unrealize)
