@@ -60,7 +60,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="build baseline, every patch and patched QEMU; run checkpatch",
         description=(
             "Fetch and apply the series, then build QEMU at the base (+ prerequisites), after "
-            "every patch, as posted and with local fixups; checkpatch each patch. "
+            "every patch, as posted, with local fixups and (when the series has repairs) repaired; "
+            "checkpatch each patch. "
             "Exit 0: baseline and patched build; 1: one of them does not; 2: could not decide."
         ),
     )

@@ -28,9 +28,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "apply",
         help="apply a series and its prerequisites to a base tree",
         description=(
-            "Fetch a series, then apply prerequisites, the series and local fixups to a base "
-            "tree, one commit each: git am, git am --3way, already-present test, patch --fuzz. "
-            "Exit 0 when everything applied, 2 on a conflict (partial tree kept)."
+            "Fetch a series, then apply prerequisites, the series, local fixups and repairs to a "
+            "base tree, one commit each: git am, git am --3way, already-present test, patch "
+            "--fuzz. Exit 0 when everything but the repairs applied (a repair that does not "
+            "apply is reported, with no repaired tree), 2 on a conflict (partial tree kept)."
         ),
     )
     add_series_arguments(parser)
