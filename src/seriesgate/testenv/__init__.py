@@ -47,12 +47,23 @@ def prepare(mode: Mode | None = None) -> TestEnv:
             hint="run `bash ci/setup-host.sh` (package qemu-system-x86)",
         )
     built = assets.ensure_assets()
+    l1_accel, l1_accel_reason, l1_accel_options = "none", "host mode: no L1 test VM", ""
     if mode is Mode.HOST:
         l1_kvm = probe.kvm == "usable"
     else:
-        # -cpu max under TCG offers svm; inside L1 kvm_amd then gives /dev/kvm. The command
-        # sees the real outcome as l2_kvm in $SERIESGATE_TESTENV.
-        l1_kvm = True
+        from seriesgate.testenv import accel
+
+        # KVM for L1 where the host's KVM boots the L1 kernel (a cached probe), else TCG.
+        # Under TCG, -cpu max offers svm and L1 loads kvm_amd; under KVM, L2 gets KVM where
+        # the host allows nesting. The command sees the real outcome as l2_kvm.
+        choice = accel.choose_l1_accel(built.vmlinuz, probe.kvm)
+        l1_kvm = choice.l1_kvm
+        l1_accel, l1_accel_reason, l1_accel_options = (
+            choice.accel,
+            choice.reason,
+            choice.options,
+        )
+        say(STAGE, f"L1 accelerator {l1_accel}: {l1_accel_reason}")
     say(STAGE, f"mode {mode}: {reason}")
     return TestEnv(
         mode=mode,
@@ -65,6 +76,9 @@ def prepare(mode: Mode | None = None) -> TestEnv:
         l1_initrd=built.l1_initrd if mode is Mode.VM else None,
         modules_root=built.modules_root if mode is Mode.VM else None,
         manifest=built.manifest,
+        l1_accel=l1_accel,
+        l1_accel_reason=l1_accel_reason,
+        l1_accel_options=l1_accel_options,
     )
 
 
@@ -122,6 +136,8 @@ def run_in_env(
             timeout=timeout,
             echo=echo,
             memory_mb=memory_mb or vm.L1_MEMORY_MB,
+            accel=env.l1_accel if env.l1_accel in ("kvm", "tcg") else "tcg",
+            accel_options=env.l1_accel_options,
         )
     try:
         inside.setup(spec)

@@ -159,7 +159,7 @@ def check_table(probe: HostProbe) -> list[tuple[str, str, str]]:
         (
             "/dev/kvm",
             probe.kvm,
-            "host KVM; VM mode does not need it (L1 runs on TCG, L2 on KVM inside L1)",
+            "host KVM; VM mode probes whether it boots the L1 kernel (else L1 on TCG)",
         ),
         ("memlock limit", probe.memlock, "use_va=0 pins guest RAM: raised to unlimited"),
         ("qemu-system-x86_64", yn(probe.l1_qemu), "Debian's QEMU runs the L1 test VM"),

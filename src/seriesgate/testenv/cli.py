@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if not command:
         print(f"mode:    {env.mode} ({env.reason})")
         print(f"kernel:  {env.kernel_version}")
+        print(f"L1:      {env.l1_accel} ({env.l1_accel_reason})")
         print(f"assets:  {env.assets_dir}")
         print(f"L2:      {env.l2_guest.kernel} + {env.l2_guest.initrd}")
         for note in env.manifest.get("test_device_patches", []):

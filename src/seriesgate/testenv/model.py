@@ -77,6 +77,9 @@ class TestEnv:
     l1_initrd: Path | None = None  # VM mode: the L1 initramfs
     modules_root: Path | None = None  # VM mode: `modprobe -d` root holding lib/modules/<kver>
     manifest: dict[str, Any] = field(default_factory=dict)  # what was built, pinned versions
+    l1_accel: str = "none"  # VM mode: "kvm" or "tcg" for the L1 QEMU (host mode: "none")
+    l1_accel_reason: str = ""  # why that accelerator (the KVM probe's outcome, or the override)
+    l1_accel_options: str = ""  # -accel options from $SERIESGATE_L1_ACCEL ("" = default)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import TextIO
 from seriesgate import proc
 from seriesgate.errors import InfraError
 from seriesgate.progress import say
+from seriesgate.testenv import accel as l1accel
 from seriesgate.testenv.assets import STAGE, l1_lock
 from seriesgate.testenv.inside import SETUP_FAILED, RunSpec
 
@@ -37,15 +38,15 @@ L1_QEMU = "qemu-system-x86_64"
 # understood (the overrun test then sizes down).
 L1_MEMORY_MB = 1024
 L1_SMP = 2
-# -cpu max under TCG offers svm (nested KVM for L2). $SERIESGATE_L1_CPU overrides it, e.g.
-# "Haswell-noTSX" (no svm/vmx under TCG) to see the TCG fallback. ("max,-svm" made static
-# busybox abort in _dl_get_origin under QEMU 7.2 TCG: not usable.)
+# -cpu max under TCG offers svm (nested KVM for L2); under KVM -cpu host (vmx/svm where the
+# host allows nesting). $SERIESGATE_L1_CPU overrides it, e.g. "Haswell-noTSX" (no svm/vmx
+# under TCG) to see the TCG fallback. ("max,-svm" made static busybox abort in
+# _dl_get_origin under QEMU 7.2 TCG: not usable.)
 L1_CPU_ENV = "SERIESGATE_L1_CPU"
-# $SERIESGATE_L1_ACCEL overrides the L1 accelerator. Tried: "tcg,thread=single,tb-size=256"
-# (no cross-vCPU races in TCG): an L2 guest with nested KVM then printed nothing in 4 min
-# (15 s with thread=multi): not usable.
-L1_ACCEL_ENV = "SERIESGATE_L1_ACCEL"
-L1_ACCEL = "tcg,thread=multi,tb-size=256"
+# The accelerator (KVM where the host's KVM boots L1, else TCG) is chosen by accel.py;
+# $SERIESGATE_L1_ACCEL=auto|kvm|tcg[,options] overrides it.
+L1_ACCEL_ENV = l1accel.ACCEL_ENV
+L1_ACCEL = l1accel.TCG_OPTIONS
 L1_APPEND_ENV = "SERIESGATE_L1_APPEND_EXTRA"
 CONSOLE_TAIL = 25
 BOOT_ATTEMPTS = 2
@@ -136,8 +137,11 @@ def l1_command(
     console_log: Path,
     results_dir: Path,
     memory_mb: int = L1_MEMORY_MB,
+    accel: str = "tcg",
+    accel_options: str = "",
 ) -> list[str]:
-    """The L1 QEMU command line (TCG, nested svm via -cpu max, 9p host root + results)."""
+    """The L1 QEMU command line (TCG with -cpu max for nested svm, or KVM with -cpu host;
+    9p host root + results)."""
     return [
         L1_QEMU,
         "-name",
@@ -145,9 +149,9 @@ def l1_command(
         "-machine",
         "q35",
         "-accel",
-        os.environ.get(L1_ACCEL_ENV, L1_ACCEL),
+        l1accel.accel_option(accel, accel_options),
         "-cpu",
-        os.environ.get(L1_CPU_ENV, "max"),
+        os.environ.get(L1_CPU_ENV, "host" if accel == "kvm" else "max"),
         "-smp",
         str(L1_SMP),
         "-m",
@@ -201,8 +205,12 @@ def run_l1(
     timeout: float,
     echo: TextIO | None = None,
     memory_mb: int = L1_MEMORY_MB,
+    accel: str = "tcg",
+    accel_options: str = "",
 ) -> int:
     """Boot L1, run ``spec`` inside it, return the command's exit status.
+
+    ``accel``: "tcg" or "kvm" (TestEnv.l1_accel), ``accel_options`` its -accel options.
 
     ``echo``: stream the command's console output there while it runs.
     Raises InfraError on a setup failure, a timeout or an L1 that died without a status.
@@ -226,7 +234,7 @@ def run_l1(
         + " sgl1="
         + base64.b64encode(conf.encode()).decode()
     )
-    argv = l1_command(kernel, initrd, append, console, results, memory_mb)
+    argv = l1_command(kernel, initrd, append, console, results, memory_mb, accel, accel_options)
     with _sigterm_raises(), l1_lock("another L1 test VM"):
         for attempt in range(1, BOOT_ATTEMPTS + 1):
             status, elapsed, returncode = _boot_once(argv, results, nonce, timeout, echo)
@@ -245,7 +253,10 @@ def run_l1(
             # race in the L1 QEMU (infrastructure, not the QEMU under test).
             kept = results / f"l1-console.boot-crash-{attempt}.log"
             console.rename(kept)
-            say(STAGE, f"L1 kernel crashed while booting (TCG); retrying once (log: {kept})")
+            say(
+                STAGE,
+                f"L1 kernel crashed while booting ({accel.upper()}); retrying once (log: {kept})",
+            )
     if status.setup_failure is not None:
         raise InfraError(
             f"test VM setup failed: {status.setup_failure}", hint=f"console log: {console}"
