@@ -478,6 +478,7 @@ def write_initramfs(out: Path, kver: str, work: Path) -> str:
     # took seconds (index files, exec of kmod), busybox insmod from RAM does not.
     _add_modules(l1, moddir, load_order(deps, L1_VDPA_MODULES), "vdpa-order")
     _add_modules(l1, moddir, load_order(deps, ["kvm_amd"]), "kvm-amd-order")
+    _add_modules(l1, moddir, load_order(deps, ["kvm_intel"]), "kvm-intel-order")
     l1.write(out / "l1-initrd.cpio")
 
     work.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,8 @@
 In VM mode the L1 init runs ``python -m seriesgate.testenv.inside SPEC.json`` inside the
 chroot of the host's root; in host mode ``run_in_env()`` calls ``setup_and_run()`` directly.
 Setup: RLIMIT_MEMLOCK unlimited (vdpa_sim with use_va=0 pins guest RAM), modules
-(``modprobe -d <assets>/root`` in VM mode), kvm_amd when the CPU offers svm, the devices
+(``modprobe -d <assets>/root`` in VM mode), kvm_amd/kvm_intel when the CPU offers svm/vmx
+(in VM mode the L1 init loads it), the devices
 (``vdpa dev add``), then the description file named by ``$SERIESGATE_TESTENV``.
 
 A setup failure prints one ``SGL1-SETUP-FAILED: <reason>`` line and exits 125.
@@ -136,7 +137,7 @@ class KvmLoader:
     reason: str = ""
 
 
-KVM_WAIT = 20.0  # VM mode: the L1 init loads kvm_amd in the background
+KVM_WAIT = 20.0  # VM mode: the L1 init loads kvm_amd/kvm_intel in the background
 
 
 def _wait_for_dev_kvm(timeout: float) -> bool:
@@ -156,7 +157,7 @@ def start_kvm_module(spec: RunSpec) -> KvmLoader:
     module = "kvm_amd" if "svm" in flags else "kvm_intel" if "vmx" in flags else None
     if module is None:
         return KvmLoader(None, None, "the CPU offers neither svm nor vmx: L2 runs with TCG")
-    if spec.mode is Mode.VM and module == "kvm_amd":
+    if spec.mode is Mode.VM:
         return KvmLoader(module, None)  # the L1 init is loading it: wait in finish_kvm()
     argv = ["modprobe", *(["-d", spec.modules_root] if spec.modules_root else []), module]
     child = subprocess.Popen(

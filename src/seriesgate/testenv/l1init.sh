@@ -37,12 +37,17 @@ while read -r ko; do
     *) err=$(load "$ko" 2>&1) ;;
   esac || fail "modules refused: insmod $ko: $err"
 done < /lib/modules/vdpa-order
-# KVM for L2 (TCG offers svm, never vmx), in the background: the command's setup waits
-# for /dev/kvm only when it needs it.
-if grep -qw svm /proc/cpuinfo; then
+# KVM for L2, in the background: kvm_amd where the CPU offers svm (TCG's -cpu max, or KVM
+# -cpu host on AMD), kvm_intel where it offers vmx (KVM -cpu host on Intel with nesting).
+# The command's setup waits for /dev/kvm only when it needs it.
+kvm_order=
+if grep -qw svm /proc/cpuinfo; then kvm_order=/lib/modules/kvm-amd-order
+elif grep -qw vmx /proc/cpuinfo; then kvm_order=/lib/modules/kvm-intel-order
+fi
+if [ -n "$kvm_order" ]; then
   (while read -r ko; do
      err=$(load "$ko" 2>&1) || { echo "sg-l1: kvm: insmod $ko: $err"; break; }
-   done < /lib/modules/kvm-amd-order) &
+   done < "$kvm_order") &
 fi
 
 r=/newroot
