@@ -76,8 +76,8 @@ def environment_line(summary: dict[str, Any]) -> str:
     if env.get("test_kernel"):
         parts.append(f"kernel {env['test_kernel']}")
     accel = accel_text(summary)
-    if accel:
-        parts.append(f"L1 on {accel}")
+    if accel:  # the accelerator only: why is in the full report
+        parts.append(f"L1 on {accel.split(' (', 1)[0].upper()}")
     if env.get("mode") == "vm":
         parts.append("guests on nested KVM" if env.get("kvm_in_l1") else "guests on TCG")
     host = env.get("host") or {}
@@ -166,9 +166,8 @@ def render_reply(
     repairs = [p for p in summary["patches"] if p["role"] == "repair"]
     if repairs:
         notes.append(
-            'Our own repair, not part of your series, built as "repaired": '
-            + ", ".join(p["subject"] for p in repairs)
-            + "."
+            f'"repaired" below is your series plus {len(repairs)} repair patch'
+            f"{'es' if len(repairs) > 1 else ''} of ours, not part of your series."
         )
     failed = [n for n, b in builds.items() if not b["ok"] and not (n == "posted" and fixups)]
     if failed:
@@ -207,8 +206,9 @@ def render_reply(
     if summary["tests"]:
         env = environment_line(summary)
         reuse = baseline_reuse(summary)
-        if reuse:
-            env += f" The {reuse[0].replace(': ', ' results were ', 1)}."
+        if reuse:  # the date only: the run's name is this machine's business
+            when = (summary["environment"].get("facts") or {}).get("baseline_reuse", {})
+            env += f" Baseline results reused from a run of {str(when.get('date', '?'))[:10]}."
         lines += _wrap(env)
         lines.append("")
     if verdict["verdict"] == "pass" and tested_by:
@@ -243,7 +243,7 @@ def _claim_lines(summary: dict[str, Any]) -> list[str]:
     repaired = {c["claim"]: c for c in summary.get("claims_repaired") or []}
     with_repaired = bool(repaired) or has_repaired(summary)
     head = "Claims (baseline -> patched"
-    head += " -> repaired, with our repair, not your series):" if with_repaired else "):"
+    head += " -> repaired):" if with_repaired else "):"
     lines = _wrap(head)
     for c in summary["claims"]:
         r = repaired.get(c["claim"])
