@@ -166,7 +166,7 @@ def _mode(name: str | None) -> Any:
 
 def _bisect_regressions(state: RunState, max_tests: int) -> list[dict[str, Any]]:
     """For each test that regressed on patched, find the first patch where it fails."""
-    from seriesgate.functional.bisect import bisect_regressions
+    from seriesgate.functional.bisect import CachedProbes, bisect_regressions
 
     found: list[dict[str, Any]] = bisect_regressions(
         state.builds,
@@ -174,6 +174,7 @@ def _bisect_regressions(state: RunState, max_tests: int) -> list[dict[str, Any]]
         state.functional,
         results_dir=state.results_dir / "bisect",
         max_tests=max_tests,
+        runner=CachedProbes(state.env),  # a series bisected before answers from the cache
     )
     return found
 

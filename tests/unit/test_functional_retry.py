@@ -185,3 +185,36 @@ def test_the_store_keeps_what_to_measure_again(tmp_path: Path) -> None:
     bc.store(key, comps, {"job": str(JOB)}, from_run="r", remeasure=again, root=tmp_path)
     found = bc.load(key, tmp_path)
     assert found is not None and found.entry["remeasure"] == ["test_x.py:X.test_b"]
+
+
+def test_bisect_probes_are_answered_from_the_cache_the_second_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe's real Avocado job is kept; the same binary and test later need no boot;
+    another binary (another patch) does."""
+    from seriesgate.functional.bisect import CachedProbes
+    from seriesgate.testenv.model import GuestImage, Mode, TestEnv
+
+    monkeypatch.setenv("SERIESGATE_CACHE", str(tmp_path / "cache"))
+    env = TestEnv(Mode.VM, "6.12", GuestImage(tmp_path, tmp_path, ""), tmp_path, True)
+    calls: list[Path] = []
+
+    def boot(binary: Path, test_id: str, _env: object, results: Path, _fw: object) -> TestOutcome:
+        calls.append(binary)
+        shutil.copytree(JOB, results / "probe" / "job-1")
+        return next(
+            o for o in parse_job(results / "probe" / "job-1", "probe") if o.test_id == test_id
+        )
+
+    patch5, patch6 = tmp_path / "qemu-5", tmp_path / "qemu-6"
+    patch5.write_bytes(b"patch 5")
+    patch6.write_bytes(b"patch 6")
+    test_id = outcomes("x")["X.test_b"].test_id
+    probes = CachedProbes(env, boot)
+    run = tmp_path / "run1" / "bisect" / "X.test_b"
+    first = probes(patch5, test_id, env, run / "patch-05", ())
+    again = probes(patch5, test_id, env, tmp_path / "run2" / "bisect" / "t" / "patch-05", ())
+    assert calls == [patch5] and probes.reused == 1
+    assert again.status is first.status is Status.FAIL
+    probes(patch6, test_id, env, run / "patch-06", ())
+    assert calls == [patch5, patch6]

@@ -128,6 +128,51 @@ def _default_runner(
     )
 
 
+@dataclass
+class CachedProbes:
+    """A :class:`SingleTestRunner` that keeps every probe's Avocado job in the cache, keyed
+    like a baseline (:mod:`seriesgate.functional.baseline_cache`: the probe binary's content,
+    the test code, the test VM's assets, the test): the same series bisected again (a warm
+    ``make run``) answers from the cache instead of booting guests. A probe without a result
+    (ERROR without a crash, INTERRUPTED) is not kept."""
+
+    env: TestEnv
+    inner: SingleTestRunner = _default_runner
+    reused: int = 0
+
+    def _key(self, binary: Path, test_id: str) -> tuple[str, dict[str, Any]]:
+        from seriesgate.functional import baseline_cache as bc
+
+        comps = bc.key_components(
+            binary_digest=bc.file_digest(binary),
+            test_code_digest=bc.tree_digest(bc.TEST_CODE),
+            assets=bc.assets_identity(self.env.manifest, (self.env.l1_kernel, self.env.l1_initrd)),
+            references=[test_id],
+            tags=["bisect-probe", str(getattr(self.env, "l1_accel", ""))],
+        )
+        return bc.key_of(comps), comps
+
+    def __call__(
+        self, binary: Path, test_id: str, env: TestEnv, results_dir: Path, firmware: Sequence[Path]
+    ) -> TestOutcome:
+        from seriesgate.functional import baseline_cache as bc
+        from seriesgate.functional.runner import parse_job
+
+        key, comps = self._key(binary, test_id)
+        hit = bc.load(key)
+        if hit is not None:
+            found = [o for o in parse_job(Path(hit.entry["job"]), "probe") if o.test_id == test_id]
+            if found:
+                self.reused += 1
+                progress.say("bisect", f"probe reused from {hit.from_run} ({hit.date})")
+                return found[0]
+        outcome = self.inner(binary, test_id, env, results_dir, firmware)
+        jobs = sorted(results_dir.glob("probe/job-*"))
+        if jobs and not bc.unreliable([outcome]):
+            bc.store(key, comps, {"job": str(jobs[-1])}, from_run=results_dir.parents[2].name)
+        return outcome
+
+
 def regressions(functional: FunctionalResults) -> list[TestOutcome]:
     """Tests that passed on baseline and failed (or errored) on patched."""
     by_key = {(o.test_id, o.build): o for o in functional.outcomes}
