@@ -196,7 +196,9 @@ def test_bisect_probes_are_answered_from_the_cache_the_second_time(
     from seriesgate.testenv.model import GuestImage, Mode, TestEnv
 
     monkeypatch.setenv("SERIESGATE_CACHE", str(tmp_path / "cache"))
-    env = TestEnv(Mode.VM, "6.12", GuestImage(tmp_path, tmp_path, ""), tmp_path, True)
+    initrd = tmp_path / "l2.cpio"
+    initrd.write_bytes(b"l2")
+    env = TestEnv(Mode.VM, "6.12", GuestImage(initrd, initrd, ""), tmp_path, True)
     calls: list[Path] = []
 
     def boot(binary: Path, test_id: str, _env: object, results: Path, _fw: object) -> TestOutcome:

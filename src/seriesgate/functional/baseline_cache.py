@@ -32,6 +32,7 @@ from typing import Any
 from seriesgate import __version__
 from seriesgate.functional.model import Status, TestOutcome
 from seriesgate.paths import PROJECT_ROOT, cache_dir
+from seriesgate.testenv.model import TestEnv
 
 FORMAT = 1
 # Code whose change can change a test's result, besides the binary and the VM assets.
@@ -105,12 +106,16 @@ def key_of(components: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
-def assets_identity(manifest: Mapping[str, Any], files: Iterable[Path | None]) -> dict[str, Any]:
-    """The test VM's identity: its asset manifest and the content hash of its boot files."""
-    ident: dict[str, Any] = {"manifest": json.loads(json.dumps(manifest, default=str))}
-    for f in files:
+def testenv_identity(env: TestEnv) -> dict[str, Any]:
+    """The test environment's part of a key: the asset manifest, the content hash of the L1
+    kernel and both initramfs images, the mode and the L1 accelerator."""
+    ident: dict[str, Any] = {"manifest": json.loads(json.dumps(env.manifest, default=str))}
+    for f in (env.l1_kernel, env.l1_initrd):
         if f is not None and f.is_file():
             ident[f.name] = file_digest(f)
+    ident["l2_initrd"] = file_digest(env.l2_guest.initrd)
+    ident["mode"] = str(env.mode)
+    ident["l1_accel"] = env.l1_accel
     return ident
 
 

@@ -146,9 +146,9 @@ class CachedProbes:
         comps = bc.key_components(
             binary_digest=bc.file_digest(binary),
             test_code_digest=bc.tree_digest(bc.TEST_CODE),
-            assets=bc.assets_identity(self.env.manifest, (self.env.l1_kernel, self.env.l1_initrd)),
+            assets=bc.testenv_identity(self.env),
             references=[test_id],
-            tags=["bisect-probe", str(getattr(self.env, "l1_accel", ""))],
+            tags=["bisect-probe"],
         )
         return bc.key_of(comps), comps
 

@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -190,14 +191,13 @@ def _outcomes(name: str, entry: dict[str, Any], tags: Sequence[str] | None) -> l
 
 def _remeasure(
     name: str,
-    qemu_bin: Path,
     entry: dict[str, Any],
-    results_dir: Path,
-    run: Callable[[list[str], Path, str], tuple[Path | None, int]],
     tags: Sequence[str] | None,
+    run: Callable[[list[str]], tuple[Path | None, int]],
 ) -> None:
     """Measure again the tests of a reused job whose cached result must not be reused
-    (flaky, no result); the new job replaces their results (``replace_jobs``)."""
+    (flaky, no result) with ``run(refs)``; the new job replaces their results
+    (``replace_jobs``)."""
     wanted = set(entry.pop("remeasure", []))
     selected = {o.test_id for o in _outcomes(name, entry, tags)}
     refs = [t + "$" for t in sorted(wanted & selected)]
@@ -209,8 +209,8 @@ def _remeasure(
         file=sys.stderr,
         flush=True,
     )
-    job, _ = run(refs, results_dir / name, name)
-    entry["replace_jobs"] = [*entry.get("replace_jobs", []), str(job) if job else None]
+    again, _ = run(refs)
+    entry["replace_jobs"] = [*entry.get("replace_jobs", []), str(again) if again else None]
 
 
 def run_builds(
@@ -240,37 +240,34 @@ def run_builds(
     if not tests:
         tests = [str(p.relative_to(PROJECT_ROOT)) for p in test_files()]
     reused = reused or {}
+    own_tags = {name: (build_tags or {}).get(name, tags) for name in builds}
     results_dir.mkdir(parents=True, exist_ok=True)
     with warm_avocado(results_dir) as warm:
+
+        def job(
+            qemu: Path, refs: Sequence[str], where: Path, label: str, tag: Sequence[str] | None
+        ) -> tuple[Path | None, int]:
+            """One Avocado job of ``refs`` on ``qemu`` under ``where``."""
+            argv = avocado_argv(
+                qemu_bin=qemu, results=where, tests=refs,
+                firmware_dirs=firmware_dirs, tags=tag, params=params,
+            )  # fmt: skip
+            return run_job(argv, where, job_timeout, warm, build=label)
+
         index: dict[str, Any] = {"builds": {}, "warm_avocado": warm is not None}
         for name, qemu_bin in builds.items():
             if name in reused:
                 entry = {"qemu_bin": str(qemu_bin), **reused[name], "reused": True}
                 index["builds"][name] = entry
                 _write_index(results_dir, index)
-
-                def run(refs: list[str], where: Path, label: str, qemu: Path = qemu_bin) -> Any:
-                    argv = avocado_argv(
-                        qemu_bin=qemu, results=where, tests=refs,
-                        firmware_dirs=firmware_dirs, tags=None, params=params,
-                    )  # fmt: skip
-                    return run_job(argv, where, job_timeout, warm, build=label)
-
-                _remeasure(name, qemu_bin, entry, results_dir, run, tags)
+                again = partial(job, qemu_bin, where=results_dir / name, label=name, tag=None)
+                _remeasure(name, entry, own_tags[name], again)
                 _write_index(results_dir, index)
                 continue
             start = time.monotonic()
             print(f"[functional] {name}: avocado job ...", file=sys.stderr, flush=True)
-            argv = avocado_argv(
-                qemu_bin=qemu_bin,
-                results=results_dir / name,
-                tests=tests,
-                firmware_dirs=firmware_dirs,
-                tags=(build_tags or {}).get(name, tags),
-                params=params,
-            )
-            job, rc = run_job(argv, results_dir / name, job_timeout, warm, build=name)
-            entry = {"qemu_bin": str(qemu_bin), "job": str(job) if job else None, "rc": rc}
+            first, rc = job(qemu_bin, tests, results_dir / name, name, own_tags[name])
+            entry = {"qemu_bin": str(qemu_bin), "job": str(first) if first else None, "rc": rc}
             entry["wall_s"] = round(time.monotonic() - start, 1)
             print(f"[functional] {name}: done ({entry['wall_s']} s)", file=sys.stderr, flush=True)
             index["builds"][name] = entry
@@ -279,11 +276,7 @@ def run_builds(
             return index
         # Retries after every first job: whether one could change the verdict depends on
         # the other builds' results (a failure on both builds alike is not retried).
-        outcomes = [
-            o
-            for n, e in index["builds"].items()
-            for o in _outcomes(n, e, (build_tags or {}).get(n, tags))
-        ]
+        outcomes = [o for n, e in index["builds"].items() for o in _outcomes(n, e, own_tags[n])]
         decisions = retry_policy.decide(outcomes)
         index["retry_decisions"] = [
             {"test": d.test_id, "build": d.build, "retry": d.retry, "note": d.note}
@@ -304,15 +297,7 @@ def run_builds(
                 flush=True,
             )
             where = results_dir / f"{name}-retry"
-            argv = avocado_argv(
-                qemu_bin=qemu_bin,
-                results=where,
-                tests=refs,
-                firmware_dirs=firmware_dirs,
-                tags=None,
-                params=params,
-            )
-            rjob, rrc = run_job(argv, where, job_timeout, warm, build=f"{name} (retry)")
+            rjob, rrc = job(qemu_bin, refs, where, f"{name} (retry)", None)
             entry["retry_jobs"] = [*entry.get("retry_jobs", []), str(rjob) if rjob else None]
             entry["retry_rc"] = rrc
             entry.pop("retry_pending")

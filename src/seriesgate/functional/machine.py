@@ -111,21 +111,28 @@ def event_time(event: Mapping[str, Any]) -> float:
     return float(ts.get("seconds", 0)) + float(ts.get("microseconds", 0)) / 1e6
 
 
-def thread_stacks(pid: int, frames: int = 12) -> str:
-    """Every thread's top frames of a live (hung) QEMU, from gdb; a note when unavailable."""
+def run_gdb(*args: str, timeout: float = 60.0) -> str | None:
+    """``gdb -batch -nx ARGS``'s output; None without gdb; raises ``TimeoutExpired``."""
     gdb = shutil.which("gdb")
     if gdb is None:
-        return "(no gdb: cannot say where it hangs)"
+        return None
+    return subprocess.run(  # noqa: S603 - argv list
+        [gdb, "-batch", "-nx", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        errors="replace",
+    ).stdout
+
+
+def thread_stacks(pid: int, frames: int = 12) -> str:
+    """Every thread's top frames of a live (hung) QEMU, from gdb; a note when unavailable."""
     try:
-        out = subprocess.run(  # noqa: S603 - argv list
-            [gdb, "-p", str(pid), "-batch", "-nx", "-ex", f"thread apply all bt {frames}"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            errors="replace",
-        ).stdout
+        out = run_gdb("-p", str(pid), "-ex", f"thread apply all bt {frames}")
     except subprocess.TimeoutExpired:
         return "(gdb timed out)"
+    if out is None:
+        return "(no gdb: cannot say where it hangs)"
     keep = [ln for ln in out.splitlines() if ln.startswith(("Thread ", "#"))]
     return "\n".join(keep) or "(gdb printed no stack)"
 
@@ -304,22 +311,17 @@ class VdpaMachine:
         pid = self._proc.pid
         cores = [CORE_DIR / f"core.{pid}", self.workdir / f"core.{pid}", self.workdir / "core"]
         core = next((c for c in cores if c.exists()), None)
-        gdb = shutil.which("gdb")
-        if core is None or gdb is None:
+        if core is None or shutil.which("gdb") is None:  # without gdb the core stays
             return ()
         try:
-            out = subprocess.run(  # noqa: S603
-                [gdb, "-batch", "-nx", "-ex", "bt 30", str(self.binary), str(core)],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                errors="replace",
-            ).stdout
+            out = run_gdb("-ex", "bt 30", str(self.binary), str(core))
         except subprocess.TimeoutExpired:
             return ("(gdb timed out)",)
         finally:
             if core.parent == CORE_DIR:  # the test VM's RAM: keep the backtrace, not the core
                 core.unlink(missing_ok=True)
+        if out is None:
+            return ()
         (self.workdir / f"{self.name}.gdb.txt").write_text(out)
         frames: list[str] = []
         for ln in out.splitlines():  # gdb prints frame #0 twice (signal banner, then bt)

@@ -550,7 +550,7 @@ def variants_of(builds_in: BuildSet | Mapping[str, Path]) -> tuple[str, ...]:
     """The builds the functional stage runs: baseline, patched, and ``repaired`` (the series
     with our repairs of its own defects) when the build stage made one."""
     if isinstance(builds_in, BuildSet):
-        repaired = getattr(builds_in, "repaired", None)
+        repaired = builds_in.repaired
         extra = ("repaired",) if repaired is not None and repaired.ok else ()
         return (*DEFAULT_BUILDS, *extra)
     return tuple(b for b in (*DEFAULT_BUILDS, "repaired") if b in builds_in)
@@ -574,12 +574,7 @@ class _BaselineReuse:
 
         if self._assets is None:  # hashed once per run (a binary: ~0.2 s)
             self._code = bc.tree_digest(bc.TEST_CODE)
-            self._assets = bc.assets_identity(
-                self.env.manifest, (self.env.l1_kernel, self.env.l1_initrd)
-            )
-            self._assets["l2_initrd"] = bc.file_digest(self.env.l2_guest.initrd)
-            self._assets["mode"] = str(self.env.mode)
-            self._assets["l1_accel"] = str(getattr(self.env, "l1_accel", "tcg"))
+            self._assets = bc.testenv_identity(self.env)
             self._binary = bc.file_digest(self.binary)
         return bc.key_components(
             binary_digest=self._binary,
