@@ -1,5 +1,8 @@
-"""``seriesgate bench``: migration downtime, baseline versus patched, per guest size.
+"""``seriesgate bench``: migration downtime, baseline versus patched (and repaired), per guest size.
 
+The builds: baseline and patched, and ``repaired`` (series + fixups + our repairs of the
+series' own defects) when the run that built them had repairs: the posted series may crash
+every incoming migration, and then only the repaired build shows what the series changes.
 For each guest size (default 256, 1024, 2048 MiB) and each build, ``--runs`` migrations of an
 idle L2 guest with a frame stream running, inside the test environment (two vdpa_sim devices,
 same MAC). Per run it records, from QMP and the destination trace:
@@ -40,6 +43,9 @@ METRICS = (
     "maps_in_downtime",
 )
 INNER_CONFIG_ENV = "SERIESGATE_BENCH_CONFIG"
+# In this order, run by run; the last one only where the series has repairs.
+BUILDS = ("baseline", "patched", "repaired")
+OPTIONAL_BUILD = "repaired"
 
 
 def l1_memory_mb(sizes: Sequence[int]) -> int:
@@ -177,14 +183,24 @@ def newest_build_json(root: Path | None = None) -> dict[str, Any]:
     return {}
 
 
-def resolve_builds(args: argparse.Namespace) -> tuple[dict[str, str], list[str]]:
-    """Baseline and patched binaries (flags first, else the newest run) and -L directories."""
-    found = newest_build_json()
+def resolve_builds(
+    args: argparse.Namespace, found: dict[str, Any] | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """The binaries to measure (flags first, else the newest run's ``build.json``: ``found``)
+    and the -L directories.
+
+    Baseline and patched are required; repaired is measured when given or when the newest
+    run built it (``--no-repaired`` leaves it out).
+    """
+    found = newest_build_json() if found is None else found
     binaries: dict[str, str] = {}
-    for build in ("baseline", "patched"):
+    for build in BUILDS:
         given = getattr(args, build)
         if given is None:
             given = (found.get("builds", {}).get(build) or {}).get("binary")
+        optional = build == OPTIONAL_BUILD
+        if optional and (args.no_repaired or (given is None and getattr(args, build) is None)):
+            continue
         if given is None or not os.access(given, os.X_OK):
             raise InputError(
                 f"no {build} QEMU binary ({given or 'none found in earlier runs'})",
@@ -208,7 +224,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         "out": str(out.resolve()),
     }
     (out / "bench-config.json").write_text(json.dumps(config, indent=1) + "\n")
-    progress.say("bench", f"results in {out}")
+    progress.say("bench", f"results in {out}; builds: {', '.join(binaries)}")
     if os.environ.get("SERIESGATE_TESTENV"):
         rows = run_inner(config)  # already inside the test environment
     else:
@@ -253,13 +269,19 @@ def _run_in_testenv(config_path: Path, sizes: Sequence[int]) -> list[dict[str, A
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "bench",
-        help="migration downtime benchmark: baseline vs patched, per guest size",
+        help="migration downtime benchmark: baseline, patched (and repaired), per guest size",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     p.add_argument(
         "--baseline", type=Path, help="baseline qemu-system-x86_64 (default: newest run)"
     )
     p.add_argument("--patched", type=Path, help="patched qemu-system-x86_64 (default: newest run)")
+    p.add_argument(
+        "--repaired",
+        type=Path,
+        help="repaired qemu-system-x86_64: series + our repairs (default: newest run's, if any)",
+    )
+    p.add_argument("--no-repaired", action="store_true", help="measure baseline and patched only")
     p.add_argument("--firmware", type=Path, action="append", default=[], help="-L directory")
     p.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), metavar="MIB")
     p.add_argument("--runs", type=int, default=3)

@@ -346,3 +346,65 @@ def test_report_says_which_tests_were_selected() -> None:
     everything = {**summary(), "test_selection": []}
     assert "Tests selected: all tests" in render_markdown(everything)
     assert "Tests selected" not in render_markdown(summary())  # older summaries: nothing said
+
+
+def _bench_args(**flags: Any) -> Any:
+    import argparse
+
+    return argparse.Namespace(
+        **(
+            {"baseline": None, "patched": None, "repaired": None, "no_repaired": False}
+            | {"firmware": []}
+            | flags
+        )
+    )
+
+
+def test_bench_measures_the_repaired_build_when_the_run_built_one(tmp_path: Path) -> None:
+    from seriesgate.bench import resolve_builds
+
+    binaries = {}
+    for build in ("baseline", "patched", "repaired"):
+        binaries[build] = tmp_path / build / "qemu-system-x86_64"
+        binaries[build].parent.mkdir()
+        binaries[build].write_text("#!/bin/sh\n")
+        binaries[build].chmod(0o755)
+    # The shape of a real run's build.json (runF, 2026-12-07): every build, patch-10 failed.
+    found = {
+        "complete": True,
+        "firmware_dirs": ["/usr/share/qemu"],
+        "builds": {
+            **{b: {"binary": str(p)} for b, p in binaries.items()},
+            "patch-10": {"binary": None},
+        },
+    }
+    got, firmware = resolve_builds(_bench_args(), found)
+    assert list(got) == ["baseline", "patched", "repaired"] and firmware == ["/usr/share/qemu"]
+    assert list(resolve_builds(_bench_args(no_repaired=True), found)[0]) == [
+        "baseline",
+        "patched",
+    ]
+    # A series without repairs: no repaired build, no error.
+    del found["builds"]["repaired"]
+    assert list(resolve_builds(_bench_args(), found)[0]) == ["baseline", "patched"]
+    # Asked for explicitly but not there: one line naming it.
+    with pytest.raises(InputError, match="no repaired QEMU binary"):
+        resolve_builds(_bench_args(repaired=tmp_path / "nope"), found)
+
+
+def test_bench_plot_and_table_show_all_three_builds(tmp_path: Path) -> None:
+    from seriesgate.report.bench_plot import build_label, plot_bench
+
+    runs = load_bench(Path(__file__).parent / "data" / "report" / "bench-rfc-v2-2026-11-26.json")
+    # The posted series crashes every run; a repaired build's rows (made up from baseline's
+    # numbers: this test checks the rendering, not a measurement).
+    repaired = [
+        {**r, "build": "repaired", "maps_in_downtime": 0} for r in runs if r["build"] == "baseline"
+    ]
+    stats = bench_stats(runs + repaired)
+    assert build_label("patched", stats) == "patched: 9 of 9 runs failed"
+    assert build_label("repaired", stats) == "repaired (our repair)"
+    plot = plot_bench(runs + repaired, tmp_path / "bench.png")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = render_markdown(summary(bench=runs + repaired))
+    assert "| 256 MB | repaired (our repair) | 3 |" in md

@@ -2,7 +2,7 @@
 
 Input: the bench runner's JSON list, one object per migration::
 
-    {"build": "baseline"|"patched", "guest_mem_mb": 1024, "run": 1, "downtime_ms": 120.5,
+    {"build": "baseline"|"patched"|"repaired", "guest_mem_mb": 1024, "run": 1, "downtime_ms": 120.5,
      "total_ms": 1400.0, "stop_to_resume_ms": 310.2, "maps_in_downtime": 12}
 """
 
@@ -85,30 +85,67 @@ def bench_stats(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# Plotted panels: the three times and the series' own measure (maps inside the downtime).
+PLOTTED = ("downtime_ms", "guest_pause_ms", "stop_to_resume_ms", "maps_in_downtime")
+# Build order in legends and tables; a repaired build is labelled as ours, never the author's.
+BUILD_ORDER = ("baseline", "patched", "repaired")
+BUILD_LABELS = {"repaired": "repaired (our repair)"}
+
+
+def build_label(build: str, stats: list[dict[str, Any]]) -> str:
+    """The legend entry of ``build``: its name, and how many of its runs failed, if any.
+
+    >>> build_label("repaired", [{"build": "repaired", "runs": 3, "failed": 0}])
+    'repaired (our repair)'
+    >>> build_label("patched", [{"build": "patched", "runs": 2, "failed": 2}] * 2)
+    'patched: 4 of 4 runs failed'
+    """
+    rows = [s for s in stats if s["build"] == build]
+    runs, failed = sum(s["runs"] for s in rows), sum(s["failed"] for s in rows)
+    label = BUILD_LABELS.get(build, build)
+    return f"{label}: {failed} of {runs} runs failed" if failed else label
+
+
+def _builds(stats: list[dict[str, Any]]) -> list[str]:
+    present = {s["build"] for s in stats}
+    return [b for b in BUILD_ORDER if b in present] + sorted(present - set(BUILD_ORDER))
+
+
 def plot_bench(runs: list[dict[str, Any]], path: Path) -> Path:
-    """Median with min–max spread per build versus guest RAM, one panel per time metric."""
+    """Median with min–max spread per build versus guest RAM, one panel per metric.
+
+    Every build is in every legend, a build whose runs all failed (the posted series'
+    destination crashing) with that count, so a missing line is never a silent gap.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only
     import matplotlib.pyplot as plt
 
     stats = bench_stats(runs)
-    panels = [m for m in METRICS[:3] if any(m[0] in s for s in stats)]
+    panels = [m for m in METRICS if m[0] in PLOTTED and any(m[0] in s for s in stats)]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, (key, title, unit) in zip(axes[0], panels, strict=True):
-        for build in sorted({s["build"] for s in stats}):
+        for build in _builds(stats):
             rows = [s for s in stats if s["build"] == build and key in s]
             mems = [s["guest_mem_mb"] for s in rows]
             med = [s[key]["median"] for s in rows]
             low = [s[key]["median"] - s[key]["min"] for s in rows]
             high = [s[key]["max"] - s[key]["median"] for s in rows]
-            ax.errorbar(mems, med, yerr=[low, high], marker="o", capsize=4, label=build)
+            label = build_label(build, stats)
+            if rows:
+                ax.errorbar(mems, med, yerr=[low, high], marker="o", capsize=4, label=label)
+            else:
+                ax.plot([], [], linestyle="none", marker="x", label=label)
         ax.set_title(title)
         ax.set_xlabel("guest RAM (MB)")
-        ax.set_ylabel(unit)
+        ax.set_ylabel(unit or "count")
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
-        ax.legend()
+        handles, labels = ax.get_legend_handles_labels()
+        order = [build_label(b, stats) for b in _builds(stats)]
+        pairs = sorted(zip(labels, handles, strict=True), key=lambda lh: order.index(lh[0]))
+        ax.legend([h for _, h in pairs], [label for label, _ in pairs])
     fig.suptitle("Migration with vdpa_sim: median and min–max over runs")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +174,7 @@ def bench_blocks(summary: dict[str, Any], plot: Path | None) -> list[Block]:
             tuple(
                 (
                     f"{s['guest_mem_mb']} MB",
-                    s["build"],
+                    BUILD_LABELS.get(s["build"], s["build"]),
                     str(s["runs"]),
                     *(_fmt(s, key) for key, _, _ in METRICS),
                     f"{s['failed']}: {s['first_error']}" if s["failed"] else "0",
