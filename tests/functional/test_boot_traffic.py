@@ -6,7 +6,10 @@ from seriesgate.functional.test import VdpaTest
 
 
 class BootTraffic(VdpaTest):
-    """Guest counters and the device's vstats grow together, with and without SVQ."""
+    """Guest counters and the device's vstats grow together, with and without SVQ.
+
+    :avocado: enable
+    """
 
     def _boot_and_traffic(self, svq: bool) -> None:
         device = self.fresh_device(0)

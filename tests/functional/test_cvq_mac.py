@@ -18,6 +18,11 @@ NEW_MAC = "02:11:22:33:44:55"  # locally administered, no zero byte
 
 
 class CvqMac(VdpaTest):
+    """A MAC set through the control virtqueue reaches the device, with and without SVQ.
+
+    :avocado: enable
+    """
+
     def _mac_change(self, svq: bool) -> None:
         device = self.fresh_device(0)
         guest = self.launch_guest(device, svq=svq)

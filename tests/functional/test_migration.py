@@ -62,7 +62,10 @@ def auto_large_mem(cap: int = 1024, floor: int = 256, reserve: int = 320) -> int
 
 
 class MigrationBase(VdpaTest):
-    """Source and destination L2 guests on the environment's first two devices (same MAC)."""
+    """Source and destination L2 guests on the environment's first two devices (same MAC).
+
+    :avocado: disable
+    """
 
     def setUp(self) -> None:
         super().setUp()
@@ -176,7 +179,9 @@ class MigrationBase(VdpaTest):
 
 
 class MigrationCorrectness(MigrationBase):
-    """:avocado: tags=migration,core,vdpa,cvq,expect:holds-on-both"""
+    """:avocado: tags=migration,core,vdpa,cvq,expect:holds-on-both
+    :avocado: enable
+    """
 
     def test_same_guest_mac_traffic(self) -> None:
         """Source postmigrate, destination running, same guest, CVQ MAC kept, traffic flows."""
@@ -217,7 +222,9 @@ class MigrationCorrectness(MigrationBase):
 
 
 class MigrationPingPong(MigrationBase):
-    """:avocado: tags=migration,slow,vdpa,expect:holds-on-both"""
+    """:avocado: tags=migration,slow,vdpa,expect:holds-on-both
+    :avocado: enable
+    """
 
     def test_three_round_trips(self) -> None:
         """A -> B -> A three times, reusing the two devices; traffic after each hop."""
@@ -239,7 +246,9 @@ class MigrationPingPong(MigrationBase):
 
 
 class MigrationSvqDestination(MigrationBase):
-    """:avocado: tags=migration,core,svq,claim:svq-iova-tree,expect:holds-on-both"""
+    """:avocado: tags=migration,core,svq,claim:svq-iova-tree,expect:holds-on-both
+    :avocado: enable
+    """
 
     def _check(self, svq_source: bool) -> dict[str, Any]:
         src, dst, rec = self.migrate_pair(self.spec(svq=svq_source), self.spec(svq=True))
@@ -266,7 +275,9 @@ class MigrationSvqDestination(MigrationBase):
 
 
 class MigrationMapOrdering(MigrationBase):
-    """:avocado: tags=migration,core,ordering,claim:map-at-load-setup,expect:fixed-by-series"""
+    """:avocado: tags=migration,core,ordering,claim:map-at-load-setup,expect:fixed-by-series
+    :avocado: enable
+    """
 
     # Read by the runner (a literal): two pinned 1 GiB guests fit in a 3 GiB test VM.
     TEST_VM_MEMORY_MB = 3072
@@ -304,7 +315,9 @@ class MigrationMapOrdering(MigrationBase):
 
 
 class MigrationQmpResponsive(MigrationBase):
-    """:avocado: tags=migration,slow,claim:map-in-thread,expect:fixed-by-series"""
+    """:avocado: tags=migration,slow,claim:map-in-thread,expect:fixed-by-series
+    :avocado: enable
+    """
 
     # Read by the runner (a literal): two pinned 1 GiB guests fit in a 3 GiB test VM.
     TEST_VM_MEMORY_MB = 3072
@@ -331,7 +344,9 @@ class MigrationQmpResponsive(MigrationBase):
 
 
 class MigrationCancel(MigrationBase):
-    """:avocado: tags=migration,slow,expect:holds-on-both"""
+    """:avocado: tags=migration,slow,expect:holds-on-both
+    :avocado: enable
+    """
 
     def test_cancel_then_migrate_again(self) -> None:
         """migrate_cancel mid-way: source runs on, destination cleans up, a retry succeeds."""
@@ -382,7 +397,9 @@ class MigrationCancel(MigrationBase):
 
 
 class MigrationDestinationFaults(MigrationBase):
-    """:avocado: tags=migration,slow,fault,expect:holds-on-both"""
+    """:avocado: tags=migration,slow,fault,expect:holds-on-both
+    :avocado: enable
+    """
 
     FAIL_WITHIN_S = 60.0
 
@@ -437,7 +454,9 @@ class MigrationDestinationFaults(MigrationBase):
 
 
 class MigrationAfterIntrospection(MigrationBase):
-    """:avocado: tags=migration,core,expect:holds-on-both"""
+    """:avocado: tags=migration,core,expect:holds-on-both
+    :avocado: enable
+    """
 
     def test_destination_introspected_before_incoming(self) -> None:
         """Management software lists device properties before migrating (libvirt does).

@@ -12,6 +12,11 @@ REBOOTS = 2
 
 
 class ResetReboot(VdpaTest):
+    """Guest reboots reset and restart the device; traffic flows after each.
+
+    :avocado: enable
+    """
+
     def test_reboot_twice(self) -> None:
         """
         :avocado: tags=slow,vdpa,expect:holds-on-both

@@ -14,6 +14,11 @@ from seriesgate.functional.test import VdpaTest
 
 
 class StatusBits(VdpaTest):
+    """Which virtio status writes reach the device during a start.
+
+    :avocado: enable
+    """
+
     def test_status_bits(self) -> None:
         """
         :avocado: tags=quick,vdpa,claim:status-bits,expect:holds-on-both

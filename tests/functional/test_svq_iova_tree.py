@@ -13,6 +13,11 @@ from seriesgate.functional.trace import iova_layout
 
 
 class SvqIovaTree(VdpaTest):
+    """With x-svq=on, device memory is mapped at IOVAs from QEMU's iova tree.
+
+    :avocado: enable
+    """
+
     def test_svq_iova_tree(self) -> None:
         """
         :avocado: tags=core,vdpa,svq,claim:svq-iova-tree,expect:holds-on-both

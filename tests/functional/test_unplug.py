@@ -7,6 +7,11 @@ from seriesgate.functional.trace import dma_maps, unmatched_maps
 
 
 class Unplug(VdpaTest):
+    """Hot-unplug of the vhost-vdpa NIC.
+
+    :avocado: enable
+    """
+
     def netdev_args(self, device, *, svq=False, netdev_id="vdpa0"):  # type: ignore[no-untyped-def]
         # A PCIe root port makes the NIC hot-unpluggable on q35.
         args = super().netdev_args(device, svq=svq, netdev_id=netdev_id)
