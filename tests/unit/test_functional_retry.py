@@ -11,7 +11,7 @@ import pytest
 
 from seriesgate.functional import baseline_cache as bc
 from seriesgate.functional.model import Crash, Status, TestOutcome
-from seriesgate.functional.retry import decide, retry_refs
+from seriesgate.functional.retry import ReproducedCrash, decide, reproduced_crashes, retry_refs
 from seriesgate.functional.runner import parse_job
 
 JOB = Path(__file__).parent / "data" / "functional" / "avocado-113-job"
@@ -103,6 +103,29 @@ def test_a_second_attempt_is_not_run_a_third_time() -> None:
     base, pat = outcomes("baseline"), outcomes("patched")
     listed = [replace(base["X.test_b"], attempts=2), replace(pat["X.test_b"], status=Status.PASS)]
     assert table(listed)[("baseline", "X.test_b")] == (False, "failed twice already")
+
+
+def test_a_crash_reproduced_in_an_earlier_boot_is_not_retried_in_a_later_one() -> None:
+    # runF (2026-12-07): the migration group's retry reproduced patched's crash; the
+    # migration-3072mb group then retried the same signature again (~30 s for nothing).
+    base, pat = outcomes("baseline"), outcomes("patched")
+    first_boot = [crashed(replace(pat["X.test_a"], attempts=2))]
+    earlier = reproduced_crashes(first_boot)
+    assert [(r.build, r.test) for r in earlier] == [("patched", "X.test_a")]
+    assert ReproducedCrash.from_json(json.loads(json.dumps(earlier[0].to_json()))) == earlier[0]
+    later = [replace(base["X.test_b"], status=Status.PASS), crashed(pat["X.test_b"])]
+    decisions = decide(later, reproduced=earlier)
+    assert retry_refs(decisions, "patched") == []
+    assert decisions[1].note == (
+        "not retried: same crash as X.test_a (SIGSEGV in qemu_get_subqueue), "
+        "which crashed again on its retry"
+    )
+    # A crash that passed on its retry (flaky) proves nothing: the later boot retries.
+    flaky = reproduced_crashes([replace(first_boot[0], flaky=True)])
+    assert retry_refs(decide(later, reproduced=flaky), "patched") == [pat["X.test_b"].test_id + "$"]
+    # Another build's reproduced crash does not stand for this one.
+    other = [replace(earlier[0], build="repaired")]
+    assert retry_refs(decide(later, reproduced=other), "patched") != []
 
 
 # -- the baseline cache --------------------------------------------------------------------

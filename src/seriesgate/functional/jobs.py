@@ -225,6 +225,7 @@ def run_builds(
     tests: Sequence[str] | None = None,
     reused: dict[str, dict[str, Any]] | None = None,
     build_tags: dict[str, list[str]] | None = None,
+    reproduced: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Run every build's job, then the retries that could change the verdict; return and
     write the jobs index.
@@ -233,7 +234,9 @@ def run_builds(
     whose first job is already known (a cached baseline: ``{"job": DIR, "retry_jobs": [...]}``);
     they run no first job, but may be retried (:mod:`seriesgate.functional.retry`); only
     their tests that ``tags`` selects count. ``build_tags``: a build's own tag filter instead
-    of ``tags`` (the repaired variant runs a subset under ``--all``).
+    of ``tags`` (the repaired variant runs a subset under ``--all``). ``reproduced``: crash
+    signatures an earlier boot's retry reproduced (``retry.ReproducedCrash``), not retried
+    again.
     """
     from seriesgate.functional import retry as retry_policy
 
@@ -277,7 +280,7 @@ def run_builds(
         # Retries after every first job: whether one could change the verdict depends on
         # the other builds' results (a failure on both builds alike is not retried).
         outcomes = [o for n, e in index["builds"].items() for o in _outcomes(n, e, own_tags[n])]
-        decisions = retry_policy.decide(outcomes)
+        decisions = retry_policy.decide(outcomes, reproduced=reproduced)
         index["retry_decisions"] = [
             {"test": d.test_id, "build": d.build, "retry": d.retry, "note": d.note}
             for d in decisions
@@ -328,7 +331,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME=TAG",
         help="a tag filter for build NAME only (repeatable, ORed), instead of --tags",
     )
+    parser.add_argument(
+        "--reproduced-crashes",
+        type=Path,
+        metavar="JSON",
+        help="crash signatures an earlier boot's retries reproduced: not retried again",
+    )
     args = parser.parse_args(argv)
+    reproduced = []
+    if args.reproduced_crashes:
+        from seriesgate.functional.retry import ReproducedCrash
+
+        listed = json.loads(args.reproduced_crashes.read_text())
+        reproduced = [ReproducedCrash.from_json(r) for r in listed]
     build_tags: dict[str, list[str]] = {}
     for spec in args.build_tags:
         name, _, tag = spec.partition("=")
@@ -354,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tests=args.test,
         reused=reused,
         build_tags=build_tags,
+        reproduced=reproduced,
     )
     # The gate judges the tests' results; this exit code only says the jobs ran.
     return 0 if all(e.get("job") for e in index["builds"].values()) else 3

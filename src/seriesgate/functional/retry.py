@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from seriesgate.functional.bisect import crash_signature
 from seriesgate.functional.model import Status, TestOutcome
@@ -36,6 +37,22 @@ class RetryDecision:
     build: str
     retry: bool
     note: str  # "" for a test that passed
+
+
+@dataclass(frozen=True)
+class ReproducedCrash:
+    """A crash signature of one build that crashed again when its test was retried."""
+
+    build: str
+    signature: tuple[str, ...]
+    test: str  # short name of the test whose retry reproduced it
+
+    def to_json(self) -> dict[str, Any]:
+        return {"build": self.build, "signature": list(self.signature), "test": self.test}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReproducedCrash:
+        return cls(str(data["build"]), tuple(str(s) for s in data["signature"]), str(data["test"]))
 
 
 def _failed(o: TestOutcome | None) -> bool:
@@ -65,14 +82,42 @@ def _one(outcome: TestOutcome, peers: Sequence[TestOutcome | None]) -> RetryDeci
     return RetryDecision(tid, build, True, "retried: fails differently on the other builds")
 
 
+def reproduced_crashes(outcomes: Iterable[TestOutcome]) -> list[ReproducedCrash]:
+    """The crashes that a retry reproduced: a retried test (``attempts`` 2) that crashed again
+    with a backtrace, not flaky. Later test groups of the same run (other test-VM boots) do not
+    retry these signatures again (:func:`decide`'s ``reproduced``).
+
+    >>> from seriesgate.functional.model import Crash, Direction, Status, TestOutcome
+    >>> fr = ("#0 0x1 in f (a=1) at x.c:1",)
+    >>> o = TestOutcome("A.a", "A.a", "patched", Status.ERROR, 1.0, (), None,
+    ...                 Direction.HOLDS_ON_BOTH, attempts=2, crash=Crash("q", "SIGSEGV", fr))
+    >>> reproduced_crashes([o])
+    [ReproducedCrash(build='patched', signature=('SIGSEGV', 'f'), test='A.a')]
+    >>> from dataclasses import replace
+    >>> reproduced_crashes([replace(o, attempts=1), replace(o, flaky=True)])
+    []
+    """
+    found: dict[tuple[str, tuple[str, ...]], ReproducedCrash] = {}
+    for o in outcomes:
+        signature = crash_signature(o)
+        if o.attempts > 1 and not o.flaky and signature is not None:
+            found.setdefault((o.build, signature), ReproducedCrash(o.build, signature, o.name))
+    return list(found.values())
+
+
 def decide(
-    outcomes: Iterable[TestOutcome], *, reference: str = REFERENCE_BUILD
+    outcomes: Iterable[TestOutcome],
+    *,
+    reference: str = REFERENCE_BUILD,
+    reproduced: Iterable[ReproducedCrash] = (),
 ) -> list[RetryDecision]:
     """One decision per outcome (test and build), in input order; a pass has ``retry``
     False and no note. The reference build (baseline) is compared with each variant; a
     variant with the reference only (patched and repaired are two answers to the same
     question, not evidence about each other). An outcome that is already a second attempt
-    (``attempts`` 2: a reused baseline's retry) is not run a third time.
+    (``attempts`` 2: a reused baseline's retry) is not run a third time. ``reproduced``:
+    crashes an earlier group's retry reproduced (:func:`reproduced_crashes`): once per
+    signature holds for the whole run, not per test-VM boot.
 
     >>> from seriesgate.functional.model import Crash, Direction, Status, TestOutcome
     >>> fr = ("#0 0x1 in f (a=1) at x.c:1", "#1 0x2 in g () at y.c:2")
@@ -83,11 +128,15 @@ def decide(
     ...     print(d.retry, d.note)
     True retried: no other build to compare with
     False not retried: same crash as A.a (SIGSEGV in f), retried once per signature
+    >>> earlier = [ReproducedCrash("patched", ("SIGSEGV", "f", "g"), "Z.z")]
+    >>> decide([c("A.a")], reproduced=earlier)[0].note
+    'not retried: same crash as Z.z (SIGSEGV in f), which crashed again on its retry'
     """
     listed = list(outcomes)
     by_key = {(o.test_id, o.build): o for o in listed}
     decisions: list[RetryDecision] = []
     retried_signatures: dict[tuple[str, tuple[str, ...]], str] = {}
+    earlier = {(r.build, r.signature): r.test for r in reproduced}
     for o in listed:
         if not _failed(o):
             decisions.append(RetryDecision(o.test_id, o.build, False, ""))
@@ -104,11 +153,14 @@ def decide(
         signature = crash_signature(o)
         if d.retry and signature is not None:
             key = (o.build, signature)
+            where = f"{signature[0]} in {signature[1]}" if len(signature) > 1 else signature[0]
             first = retried_signatures.get(key)
-            if first is None:
+            if key in earlier:
+                why = f"same crash as {earlier[key]} ({where}), which crashed again on its retry"
+                d = RetryDecision(o.test_id, o.build, False, f"not retried: {why}")
+            elif first is None:
                 retried_signatures[key] = o.name
             else:
-                where = f"{signature[0]} in {signature[1]}" if len(signature) > 1 else signature[0]
                 d = RetryDecision(
                     o.test_id,
                     o.build,

@@ -22,8 +22,10 @@ from typing import Any
 
 from seriesgate.build.model import BuildSet
 from seriesgate.errors import InfraError, InputError, SeriesgateError
+from seriesgate.functional import retry as retry_policy
 from seriesgate.functional.jobs import test_files
 from seriesgate.functional.model import Crash, Direction, FunctionalResults, Status, TestOutcome
+from seriesgate.functional.retry import ReproducedCrash
 from seriesgate.paths import PROJECT_ROOT
 from seriesgate.progress import say, step
 from seriesgate.testenv.model import TestEnv
@@ -276,6 +278,7 @@ def run_functional(
     label: str = "",  # what the progress line names (a test group)
     reused: Mapping[str, Mapping[str, Any]] | None = None,
     build_tags: Mapping[str, Sequence[str]] | None = None,
+    reproduced: Sequence[ReproducedCrash] = (),
 ) -> FunctionalResults:
     """Run the functional tests on ``builds`` inside ``env``; results under ``results_dir``.
 
@@ -285,7 +288,8 @@ def run_functional(
     ``reused``: builds whose first job is known (``jobs.json`` entries: a cached baseline,
     or a build that finished in an earlier boot); they run no first job, but their results
     take part in the retry decisions and they may be retried. ``build_tags``: a build's own
-    tag filter instead of ``tags``.
+    tag filter instead of ``tags``. ``reproduced``: crashes an earlier boot's retries
+    reproduced; not retried again.
     """
     from seriesgate.testenv import run_in_env  # the testenv stage owns the L1 VM
     from seriesgate.testenv.vm import Terminated
@@ -303,6 +307,10 @@ def run_functional(
         known.write_text(json.dumps({"builds": dict(reused)}, indent=2) + "\n")
         for name in reused:
             argv += ["--reuse", f"{name}={known}"]
+    if reproduced:
+        crashes = results_dir / "reproduced-crashes.json"
+        crashes.write_text(json.dumps([r.to_json() for r in reproduced], indent=2) + "\n")
+        argv += ["--reproduced-crashes", str(crashes)]
     for d in fw_dirs:
         argv += ["--firmware-dir", str(d)]
     for tag in tags or ():
@@ -649,6 +657,8 @@ def run_functional_isolated(
     deadline = time.monotonic() + FUNCTIONAL_BUDGET
     groups = test_groups(test_files(), tags)
     variants = variants_of(builds_in)
+    # Crashes a retry reproduced: later groups do not retry them (once per signature per run).
+    reproduced: list[ReproducedCrash] = []
     cache = None
     if reuse_baseline:
         binary = binaries_of(builds_in, ("baseline",))[0]["baseline"]
@@ -697,6 +707,7 @@ def run_functional_isolated(
                     label=group.label,
                     reused=known,
                     build_tags=build_tags,
+                    reproduced=reproduced,
                 )
             except Terminated:
                 raise
@@ -747,6 +758,7 @@ def run_functional_isolated(
                 job_dirs += jobs
         group_outcomes = with_retry_notes(group_outcomes, decisions)
         outcomes += group_outcomes
+        reproduced = retry_policy.reproduced_crashes(outcomes)
         if cache is not None and hit is None and "baseline" in known:
             note = cache.offer(
                 group, [o for o in group_outcomes if o.build == "baseline"], known["baseline"]
