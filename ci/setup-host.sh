@@ -30,3 +30,52 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 echo "setup-host: Debian packages ready"
+
+# A second L1 QEMU, bookworm-backports' (10.0.x), unpacked into the cache next to the system's
+# 7.2 (both stay usable; $SERIESGATE_L1_QEMU=system|backports picks one, see
+# src/seriesgate/testenv/l1qemu.py and docs/findings.md §5). A deb822 source for
+# bookworm-backports only (the same mirror and keyring as the system's bookworm entry); its
+# packages have pin priority 100, so nothing on the system is upgraded from it.
+BPO_SOURCES=/etc/apt/sources.list.d/seriesgate-bookworm-backports.sources
+BPO_PACKAGES=(qemu-system-x86 qemu-system-common qemu-system-data seabios)
+BPO_ROOT="${SERIESGATE_CACHE:-$HOME/.cache/seriesgate}/l1-qemu/bookworm-backports"
+if [[ ! -f $BPO_SOURCES ]]; then
+  uri=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
+  printf '%s\n' \
+    "# Added by seriesgate: bookworm-backports (binaries for the L1 test VM's QEMU only)." \
+    "Types: deb" \
+    "URIs: ${uri:-http://deb.debian.org/debian}" \
+    "Suites: bookworm-backports" \
+    "Components: main" \
+    "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" >"$BPO_SOURCES"
+  apt-get update -qq
+fi
+bpo_version() {
+  apt-cache policy qemu-system-x86 2>/dev/null | awk '$1 ~ /^[0-9]/ && $1 ~ /~bpo12/ {print $1; exit}'
+}
+want=$(bpo_version)
+if [[ -z $want ]]; then
+  apt-get update -qq
+  want=$(bpo_version)
+fi
+if [[ -z $want ]]; then
+  echo "setup-host: bookworm-backports has no qemu-system-x86: the L1 stays on the system QEMU" >&2
+elif [[ "$(cat "$BPO_ROOT/.version" 2>/dev/null)" != "$want" ]]; then
+  echo "setup-host: unpacking bookworm-backports QEMU $want for the L1 test VM into $BPO_ROOT"
+  tmp=$(mktemp -d)
+  chmod 755 "$tmp" # apt's sandbox user writes the downloads there
+  (cd "$tmp" && apt-get download -qq -t bookworm-backports "${BPO_PACKAGES[@]}")
+  rm -rf "$BPO_ROOT.new"
+  mkdir -p "$BPO_ROOT.new"
+  for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$BPO_ROOT.new"; done
+  rm -rf "$tmp"
+  bin="$BPO_ROOT.new/usr/bin/qemu-system-x86_64"
+  if ldd "$bin" | grep 'not found' >&2; then
+    echo "setup-host: the backports QEMU needs libraries this system lacks" >&2
+    exit 1
+  fi
+  echo "$want" >"$BPO_ROOT.new/.version"
+  rm -rf "$BPO_ROOT"
+  mv "$BPO_ROOT.new" "$BPO_ROOT"
+fi
+echo "setup-host: L1 QEMUs ready: system $(qemu-system-x86_64 --version | head -n1 | awk '{print $4}'), backports ${want:-none}"

@@ -108,7 +108,7 @@ def key_of(components: Mapping[str, Any]) -> str:
 
 def testenv_identity(env: TestEnv) -> dict[str, Any]:
     """The test environment's part of a key: the asset manifest, the content hash of the L1
-    kernel and both initramfs images, the mode and the L1 accelerator."""
+    kernel and both initramfs images, the mode, the L1 accelerator and the L1 QEMU's version."""
     ident: dict[str, Any] = {"manifest": json.loads(json.dumps(env.manifest, default=str))}
     for f in (env.l1_kernel, env.l1_initrd):
         if f is not None and f.is_file():
@@ -116,6 +116,8 @@ def testenv_identity(env: TestEnv) -> dict[str, Any]:
     ident["l2_initrd"] = file_digest(env.l2_guest.initrd)
     ident["mode"] = str(env.mode)
     ident["l1_accel"] = env.l1_accel
+    # The L1 QEMU (7.2 or 10.0, $SERIESGATE_L1_QEMU) can change results: part of the key.
+    ident["l1_qemu"] = env.l1_qemu
     return ident
 
 

@@ -363,7 +363,7 @@ def run_functional(
         "mode": str(env.mode),
         "kernel": env.kernel_version,
         "l1_kvm": env.l1_kvm,
-        "l1_accel": {"accel": env.l1_accel, "reason": env.l1_accel_reason},
+        "l1_accel": {"accel": env.l1_accel, "reason": env.l1_accel_reason, "qemu": env.l1_qemu},
         "jobs_index": str(results_dir / "jobs.json"),
     }
     return FunctionalResults(outcomes=tuple(outcomes), job_dirs=tuple(jobs), env=facts)

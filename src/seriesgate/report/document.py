@@ -281,6 +281,12 @@ def accel_text(summary: dict[str, Any]) -> str | None:
     return f"{accel['accel']}{reason}"
 
 
+def l1_qemu_text(summary: dict[str, Any]) -> str | None:
+    """The L1 QEMU's version (``10.0.2 (Debian ...)``) from the ``l1_accel`` fact, if known."""
+    accel = ((summary.get("environment") or {}).get("facts") or {}).get("l1_accel")
+    return str(accel["qemu"]) if isinstance(accel, dict) and accel.get("qemu") else None
+
+
 def _series_table(summary: dict[str, Any]) -> Table:
     s = summary["series"]
     base = summary["base"] or {}
@@ -509,6 +515,9 @@ def _environment_blocks(summary: dict[str, Any]) -> list[Block]:
     accel = accel_text(summary)
     if accel:
         rows.append(("L1 acceleration", accel))
+    l1_qemu = l1_qemu_text(summary)
+    if l1_qemu:
+        rows.append(("L1 QEMU", l1_qemu))
     reuse = baseline_reuse(summary)
     if reuse:
         rows.append(("baseline results", reuse[0].removeprefix("baseline: ")))

@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from seriesgate.report.crashes import describe
-from seriesgate.report.document import accel_text, baseline_reuse, has_repaired, patch_number
+from seriesgate.report.document import (
+    accel_text,
+    baseline_reuse,
+    has_repaired,
+    l1_qemu_text,
+    patch_number,
+)
 from seriesgate.report.readable import claim_numbers
 
 WIDTH = 72
@@ -77,7 +83,9 @@ def environment_line(summary: dict[str, Any]) -> str:
         parts.append(f"kernel {env['test_kernel']}")
     accel = accel_text(summary)
     if accel:  # the accelerator only: why is in the full report
-        parts.append(f"L1 on {accel.split(' (', 1)[0].upper()}")
+        l1_qemu = l1_qemu_text(summary)  # its version number only: the rest is in the report
+        on_qemu = f" (QEMU {l1_qemu.split()[0]})" if l1_qemu else ""
+        parts.append(f"L1 on {accel.split(' (', 1)[0].upper()}{on_qemu}")
     if env.get("mode") == "vm":
         parts.append("guests on nested KVM" if env.get("kvm_in_l1") else "guests on TCG")
     host = env.get("host") or {}

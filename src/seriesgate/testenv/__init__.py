@@ -48,10 +48,13 @@ def prepare(mode: Mode | None = None) -> TestEnv:
         )
     built = assets.ensure_assets()
     l1_accel, l1_accel_reason, l1_accel_options = "none", "host mode: no L1 test VM", ""
+    l1_qemu_version = ""
     if mode is Mode.HOST:
         l1_kvm = probe.kvm == "usable"
     else:
-        from seriesgate.testenv import accel
+        from seriesgate.testenv import accel, l1qemu
+
+        l1_qemu_version = l1qemu.version()  # $SERIESGATE_L1_QEMU or the default
 
         # KVM for L1 where the host's KVM boots the L1 kernel (a cached probe), else TCG.
         # Under TCG, -cpu max offers svm and L1 loads kvm_amd; under KVM, L2 gets KVM where
@@ -63,7 +66,7 @@ def prepare(mode: Mode | None = None) -> TestEnv:
             choice.reason,
             choice.options,
         )
-        say(STAGE, f"L1 accelerator {l1_accel}: {l1_accel_reason}")
+        say(STAGE, f"L1 accelerator {l1_accel}: {l1_accel_reason}; L1 QEMU {l1_qemu_version}")
     say(STAGE, f"mode {mode}: {reason}")
     return TestEnv(
         mode=mode,
@@ -79,6 +82,7 @@ def prepare(mode: Mode | None = None) -> TestEnv:
         l1_accel=l1_accel,
         l1_accel_reason=l1_accel_reason,
         l1_accel_options=l1_accel_options,
+        l1_qemu=l1_qemu_version,
     )
 
 

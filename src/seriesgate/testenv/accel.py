@@ -34,7 +34,7 @@ from typing import Any
 from seriesgate import proc
 from seriesgate.errors import InfraError
 from seriesgate.progress import say
-from seriesgate.testenv import assets
+from seriesgate.testenv import assets, l1qemu
 from seriesgate.testenv.assets import STAGE, l1_lock
 
 ACCEL_ENV = "SERIESGATE_L1_ACCEL"
@@ -42,7 +42,7 @@ SETTINGS = ("auto", "kvm", "tcg")
 # TCG options. Tried: "tcg,thread=single,tb-size=256" (no cross-vCPU races in TCG): an L2
 # guest with nested KVM then printed nothing in 4 min (15 s with thread=multi): not usable.
 TCG_OPTIONS = "tcg,thread=multi,tb-size=256"
-L1_QEMU = "qemu-system-x86_64"
+L1_QEMU = l1qemu.SYSTEM  # the default; $SERIESGATE_L1_QEMU (l1qemu.resolve) picks the one used
 PROBE_VERSION = 1  # bump when the probe's command or its reading changes
 PROBE_TIMEOUT_S = 10.0  # a real KVM prints the first console line in well under a second
 TIMEOUT_REUSE_S = 24 * 3600.0  # a probe that only timed out is tried again after this
@@ -224,8 +224,9 @@ def accel_option(accel: str, options: str = "") -> str:
 # -- the probe -----------------------------------------------------------------------------
 
 
-def probe_key(kernel: Path, qemu: str = L1_QEMU) -> dict[str, str]:
+def probe_key(kernel: Path, qemu: str | None = None) -> dict[str, str]:
     """What the probe's answer depends on: host kernel and KVM, L1 kernel, L1 QEMU."""
+    qemu = qemu or l1qemu.resolve()
     sysfs = Path("/sys/module")
     kvm_modules = sorted(p.name for p in sysfs.glob("kvm*")) if sysfs.is_dir() else []
     try:
@@ -251,10 +252,10 @@ def cache_file(key: dict[str, str]) -> Path:
     return assets.testenv_cache() / "l1-accel" / f"{name}.json"
 
 
-def probe_command(kernel: Path, console_log: Path, qemu: str = L1_QEMU) -> list[str]:
+def probe_command(kernel: Path, console_log: Path, qemu: str | None = None) -> list[str]:
     """Boot the L1 kernel alone on KVM with the host's CPU; console to ``console_log``."""
     return [
-        qemu,
+        *l1qemu.command_prefix(qemu),
         "-name",
         "seriesgate-l1-kvm-probe",
         "-machine",

@@ -80,6 +80,7 @@ class TestEnv:
     l1_accel: str = "none"  # VM mode: "kvm" or "tcg" for the L1 QEMU (host mode: "none")
     l1_accel_reason: str = ""  # why that accelerator (the KVM probe's outcome, or the override)
     l1_accel_options: str = ""  # -accel options from $SERIESGATE_L1_ACCEL ("" = default)
+    l1_qemu: str = ""  # VM mode: the L1 QEMU's version line (l1qemu.version; host mode: "")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """The L1 test VM: boot our kernel + initramfs on the host's root, run one command, power off.
 
-Debian's qemu-system-x86_64 (7.2, from ci/setup-host.sh) runs L1: it is infrastructure, not
-the QEMU under test. One L1 at a time (a lock in the cache). The console goes to
-``results_dir/l1-console.log``; the exit status comes back as ``SGL1-EXIT <nonce> <status>``
-on it. A hard timeout kills the whole process group and reports the console tail.
+Debian's qemu-system-x86_64 (7.2, from ci/setup-host.sh; ``$SERIESGATE_L1_QEMU`` picks another,
+see l1qemu.py) runs L1: it is infrastructure, not the QEMU under test. One L1 at a time (a
+lock in the cache). The console goes to ``results_dir/l1-console.log``; the exit status
+comes back as ``SGL1-EXIT <nonce> <status>`` on it. A hard timeout kills the whole process
+group and reports the console tail.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from seriesgate import proc
 from seriesgate.errors import InfraError
 from seriesgate.progress import say
 from seriesgate.testenv import accel as l1accel
+from seriesgate.testenv import l1qemu
 from seriesgate.testenv.assets import STAGE, l1_lock
 from seriesgate.testenv.inside import SETUP_FAILED, RunSpec
 
-L1_QEMU = "qemu-system-x86_64"
+L1_QEMU = l1qemu.SYSTEM  # the default; $SERIESGATE_L1_QEMU (l1qemu.resolve) picks the one used
 # 3 GiB (room for two pinned 1 GiB guests, the migration overrun case) went with test-VM
 # crashes within 64-353 s in CI dry runs, 1 GiB with 668-1254 s: 1 GiB until that is
 # understood (the overrun test then sizes down).
@@ -143,7 +145,7 @@ def l1_command(
     """The L1 QEMU command line (TCG with -cpu max for nested svm, or KVM with -cpu host;
     9p host root + results)."""
     return [
-        L1_QEMU,
+        *l1qemu.command_prefix(),
         "-name",
         "seriesgate-l1",
         "-machine",
