@@ -13,7 +13,7 @@ SHELL   := /bin/bash
 # The machine's pip config names local indexes that may be absent; keep only real messages.
 PIPQUIET := 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 
-.PHONY: all setup venv run check check-unit check-functional lint bench bench-apply bench-build bench-testenv bench-gate clean
+.PHONY: all setup venv run check check-unit check-functional lint bench bench-apply bench-build bench-testenv bench-gate bench-l1 clean
 
 all: check
 
@@ -70,6 +70,11 @@ bench-testenv: venv
 # (ARGS: e.g. `--runs 3`, `--fresh-baseline`, `--tags quick`).
 bench-gate: venv
 	$(BIN)/python ci/bench_gate.py $(ARGS)
+
+# L1 test-VM deaths per L1 QEMU (system 7.2 vs bookworm-backports 10.0), migration-group boots
+# interleaved (ARGS: e.g. `--boots 10`, `--until 10:10` (UTC), `--qemu system --qemu PATH`).
+bench-l1: venv
+	$(BIN)/python ci/bench_l1.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) results

@@ -433,7 +433,9 @@ def _launch_once(
 def _boot(guest: Guest, spec: GuestSpec, boot_timeout: float | None) -> None:
     vm = guest.machine
     try:
-        guest.wait_ready(boot_timeout or (120.0 if spec.kvm else 400.0))
+        seconds = guest.wait_ready(boot_timeout or (120.0 if spec.kvm else 400.0))
+        # ci/bench_l1.py reads this line (L2 boot time per L1 QEMU).
+        vm.log.info("%s: guest agent ready in %.2f s", vm.name, seconds)
     except (AgentError, QemuExited) as exc:
         # A lost agent connection usually means QEMU is exiting: say how it ended.
         deadline = time.monotonic() + 3.0

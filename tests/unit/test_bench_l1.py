@@ -1,0 +1,79 @@
+"""ci/bench_l1.py's reading of one boot, on real captured L1 logs (tests/unit/data/l1deaths/,
+see its README for where each came from)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from seriesgate.paths import PROJECT_ROOT
+
+DATA = Path(__file__).parent / "data" / "l1deaths"
+
+
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_l1", PROJECT_ROOT / "ci" / "bench_l1.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_l1"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def text(name: str) -> str:
+    return (DATA / name).read_text(errors="replace")
+
+
+def test_a_boot_that_ran_its_command_did_not_die() -> None:
+    assert bench().l1_death(text("ok-console.log"), "") is None
+
+
+def test_the_scheduler_panic_is_named_from_the_console() -> None:
+    how = bench().l1_death(text("panic-console.log"), "")
+    assert how == "Kernel panic - not syncing: corrupted stack end detected inside scheduler"
+
+
+def test_a_triple_fault_comes_from_the_l1_qemu_log() -> None:
+    # The console only has an "Unhandled WRMSR" line from kvm: not a crash by itself.
+    b = bench()
+    assert b.l1_death(text("triple-console.log"), "") == "ended without an exit status"
+    assert b.l1_death(text("triple-console.log"), text("triple-qemu.log")) == "triple fault"
+
+
+def test_a_hang_the_supervisor_ended_is_a_death() -> None:
+    stderr = "error: L1 test VM hung: nothing written for 661 s (results files: last x)\n"
+    assert bench().l1_death("SGL1-START ab 3.0\n", "", stderr) == "L1 hung"
+
+
+def test_read_boot_on_a_copied_results_dir(tmp_path: Path) -> None:
+    b = bench()
+    shutil.copy(DATA / "panic-console.log", tmp_path / "l1-console.log")
+    shutil.copy(DATA / "panic-console.log", tmp_path / "l1-console.boot-crash-1.log")
+    (tmp_path / "l1-timing.json").write_text(json.dumps({"boot_to_command_s": 4.02}))
+    test_dir = tmp_path / "baseline" / "job-1" / "test-results" / "1-x"
+    test_dir.mkdir(parents=True)
+    (test_dir / "debug.log").write_text(
+        "[stdlog] 2026-12-07 09:15:20,153 avocado.test migration        L0438 INFO | "
+        "source: guest agent ready in 5.71 s\n"
+    )
+    (tmp_path / "stdout.log").write_text(
+        "baseline  PASS     19.5s MigrationCorrectness.test_same_guest_mac_traffic\n"
+        "baseline  FAIL     12.0s MigrationSvqDestination.test_svq_both_sides: x\n"
+    )
+    boot = b.read_boot("system", 1, tmp_path, 2, 60.0)
+    assert boot.died.startswith("Kernel panic - not syncing: corrupted stack end")
+    assert boot.boot_crashes == [boot.died]
+    assert boot.boot_to_command_s == 4.02
+    assert boot.l2_ready_s == [5.71]
+    assert boot.tests == {"PASS": 1, "FAIL": 1}
+    ok = b.Boot("system", 2, "x", 0, 80.0, boot_to_command_s=3.0, l1_total_s=80.0)
+    cut = b.Boot("system", 3, "y", None, 10.0, cut=True)
+    s = b.summary([boot, ok, cut, b.Boot("backports", 1, "z", 0, 90.0)], "system")
+    assert (s["boots"], s["deaths"], s["boot_crashes"]) == (2, 1, 1)  # the cut boot: not counted
+    assert s["median_boot_to_command_s"] == 3.51
+    assert s["median_wall_s_survived"] == 80.0
+    assert "died 1/2" in b.summary_line(s, "7.2.22")
