@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import re
 import signal
@@ -111,6 +112,26 @@ def test_counts(stdout: str) -> dict[str, int]:
     return counts
 
 
+def fisher_p(deaths_a: int, boots_a: int, deaths_b: int, boots_b: int) -> float:
+    """Two-sided Fisher exact test: how likely death counts at least this lopsided are when
+    both L1 QEMUs die at the same rate (the tables no more likely than the observed one).
+
+    >>> fisher_p(1, 20, 1, 20)
+    1.0
+    >>> round(fisher_p(6, 20, 0, 20), 3)
+    0.02
+    """
+    dead = deaths_a + deaths_b
+    total = boots_a + boots_b
+
+    def prob(k: int) -> float:
+        return math.comb(boots_a, k) * math.comb(boots_b, dead - k) / math.comb(total, dead)
+
+    seen = prob(deaths_a)
+    lo, hi = max(0, dead - boots_b), min(dead, boots_a)
+    return min(1.0, sum(p for k in range(lo, hi + 1) if (p := prob(k)) <= seen * (1 + 1e-9)))
+
+
 def median(values: list[float]) -> float | None:
     return round(statistics.median(values), 2) if values else None
 
@@ -183,6 +204,19 @@ def summary_line(s: dict[str, Any], version: str) -> str:
         f"L2 ready {num(s['median_l2_ready_s'])} s (n={s['l2_guests']}), "
         f"wall {num(s['median_wall_s'])} s (median)"
     )
+
+
+def print_summary(boots: list[Boot], qemus: list[str], versions: dict[str, str]) -> None:
+    sums = [summary(boots, q) for q in qemus]
+    for s in sums:
+        print(summary_line(s, versions[s["qemu"]]))
+    if len(sums) == 2:
+        a, b = sums
+        p = fisher_p(a["deaths"], a["boots"], b["deaths"], b["boots"])
+        print(
+            f"death counts {a['deaths']}/{a['boots']} vs {b['deaths']}/{b['boots']}: "
+            f"two-sided Fisher exact p = {p:.3f}"
+        )
 
 
 # -- running -----------------------------------------------------------------------------------
@@ -264,7 +298,14 @@ def main() -> int:
     p.add_argument("--baseline", type=Path, help="the QEMU under test (default: newest baseline)")
     p.add_argument("--until", help="UTC HH:MM: no boot runs past it (rounds that fit only)")
     p.add_argument("--results-dir", type=Path)
+    p.add_argument("--summarize", type=Path, help="only print the summary of a bench-l1.json")
     args = p.parse_args()
+    if args.summarize:
+        record = json.loads(args.summarize.read_text())
+        done = [Boot(**b) for b in record["boots"]]
+        names = [s["qemu"] for s in record["summary"]]
+        print_summary(done, names, record["l1_qemu_versions"])
+        return 0
     qemus = args.qemu or ["system", "backports"]
     baseline = (args.baseline or find_baseline()).resolve()
     out = args.results_dir or ROOT / "results" / time.strftime("bench-l1-%Y%m%d-%H%M%S")
@@ -296,8 +337,7 @@ def main() -> int:
             )
             write(out, command, baseline, versions, boots, qemus)
         slowest_round = max(slowest_round, time.monotonic() - round_start)
-    for qemu in qemus:
-        print(summary_line(summary(boots, qemu), versions[qemu]))
+    print_summary(boots, qemus, versions)
     print(f"bench-l1: {out / 'bench-l1.json'}")
     return 0
 

@@ -77,3 +77,10 @@ def test_read_boot_on_a_copied_results_dir(tmp_path: Path) -> None:
     assert s["median_boot_to_command_s"] == 3.51
     assert s["median_wall_s_survived"] == 80.0
     assert "died 1/2" in b.summary_line(s, "7.2.22")
+
+
+def test_fisher_p() -> None:
+    b = bench()
+    assert b.fisher_p(2, 19, 2, 19) == 1.0
+    assert round(b.fisher_p(6, 20, 0, 20), 3) == 0.02  # the smallest split that means something
+    assert b.fisher_p(3, 20, 0, 20) > 0.2
