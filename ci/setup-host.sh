@@ -63,7 +63,7 @@ if [[ -z $want ]]; then
 elif [[ "$(cat "$BPO_ROOT/.version" 2>/dev/null)" != "$want" ]]; then
   echo "setup-host: unpacking bookworm-backports QEMU $want for the L1 test VM into $BPO_ROOT"
   tmp=$(mktemp -d)
-  chmod 755 "$tmp" # apt's sandbox user writes the downloads there
+  chown _apt "$tmp" 2>/dev/null || true # apt's sandbox user writes the downloads there
   (cd "$tmp" && apt-get download -qq -t bookworm-backports "${BPO_PACKAGES[@]}")
   rm -rf "$BPO_ROOT.new"
   mkdir -p "$BPO_ROOT.new"
