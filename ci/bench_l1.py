@@ -15,7 +15,8 @@ and how (the console's panic/Oops line, a triple fault in l1-qemu.log, a wedge o
 summary per QEMU; writes ``bench-l1.json`` (rewritten after every boot) in the results dir.
 
 ``--until HH:MM`` (UTC): start a round only if it can end by then (estimated from the
-slowest round so far); a boot still running then is stopped (SIGTERM) and not counted.
+slowest round so far); a boot still running then is stopped (SIGTERM), none starts after it,
+and that round is not counted for either QEMU.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class Boot:
     l1_total_s: float | None = None
     l2_ready_s: list[float] = field(default_factory=list)
     tests: dict[str, int] = field(default_factory=dict)
-    cut: bool = False  # stopped at --until: not counted
+    cut: bool = False  # its round was stopped at --until: not counted (equal counts per QEMU)
 
 
 def read_boot(
@@ -323,6 +324,9 @@ def main() -> int:
         round_start = time.monotonic()
         order = qemus if rnd % 2 else list(reversed(qemus))
         for qemu in order:
+            if deadline is not None and time.time() >= deadline:
+                print(f"bench-l1: {args.until} UTC reached: round {rnd} not counted")
+                break
             bdir = out / f"round-{rnd:02d}-{qemu.replace('/', '_')}"
             code, wall, cut = run_boot(qemu, baseline, bdir, deadline)
             boot = read_boot(qemu, rnd, bdir, code, wall, cut)
@@ -336,6 +340,12 @@ def main() -> int:
                 flush=True,
             )
             write(out, command, baseline, versions, boots, qemus)
+        this_round = [b for b in boots if b.round == rnd]
+        if len(this_round) < len(qemus) or any(b.cut for b in this_round):
+            for b in this_round:
+                b.cut = True  # a partial round would make the counts unequal
+            write(out, command, baseline, versions, boots, qemus)
+            break
         slowest_round = max(slowest_round, time.monotonic() - round_start)
     print_summary(boots, qemus, versions)
     print(f"bench-l1: {out / 'bench-l1.json'}")

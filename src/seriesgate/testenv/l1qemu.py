@@ -27,7 +27,8 @@ from seriesgate.paths import cache_dir
 ENV = "SERIESGATE_L1_QEMU"
 SYSTEM = "qemu-system-x86_64"
 CHOICES = ("system", "backports")
-# Chosen by measurement (ci/bench_l1.py, docs/findings.md §5).
+# Chosen by measurement (ci/bench_l1.py, docs/findings.md §5): on 2026-12-07, 14 interleaved
+# migration-group boots each, the 10.0.2 L1 died 4 times (triple faults at 34-47 s), 7.2 never.
 DEFAULT = "system"
 
 
