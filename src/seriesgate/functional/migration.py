@@ -37,7 +37,12 @@ from seriesgate.functional.machine import (
     event_matches,
     thread_stacks,
 )
-from seriesgate.functional.test import Guest
+from seriesgate.functional.test import (
+    BOOT_RESET_RETRIES,
+    Guest,
+    GuestResetAtBoot,
+    raise_if_reset_at_boot,
+)
 from seriesgate.functional.timeline import (
     MapTimeline,
     QmpEvent,
@@ -336,19 +341,6 @@ def guest_args(
     return args
 
 
-# Seen twice in a row within one test (a baseline core-tier run): one retry was not enough.
-BOOT_RESET_RETRIES = 2
-
-
-class GuestResetAtBoot(Exception):
-    """The L2 guest reset before its agent came up (QEMU exits 0 under ``-no-reboot``).
-
-    Not a QemuFailure: it strikes baseline and patched alike at the same low rate, before the
-    guest prints anything (nested KVM under TCG). After the retries it is an Avocado ERROR,
-    which the verdict table counts as "unknown" (undecided), never as a defect of a build.
-    """
-
-
 def launch_l2(
     binary: Path,
     workdir: Path,
@@ -437,17 +429,7 @@ def _boot(guest: Guest, spec: GuestSpec, boot_timeout: float | None) -> None:
         # ci/bench_l1.py reads this line (L2 boot time per L1 QEMU).
         vm.log.info("%s: guest agent ready in %.2f s", vm.name, seconds)
     except (AgentError, QemuExited) as exc:
-        # A lost agent connection usually means QEMU is exiting: say how it ended.
-        deadline = time.monotonic() + 3.0
-        while vm.is_running() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not vm.is_running():
-            vm.shutdown()
-            if vm.exitcode == 0 and vm.crash is None:
-                raise GuestResetAtBoot(
-                    f"{vm.name}: the guest reset before its agent answered (QEMU exit 0 "
-                    f"under -no-reboot)"
-                ) from exc
+        raise_if_reset_at_boot(vm, exc)
         vm.check_alive("booting the guest")
         raise
     vm.check_vhost()
