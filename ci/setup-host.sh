@@ -39,43 +39,53 @@ echo "setup-host: Debian packages ready"
 BPO_SOURCES=/etc/apt/sources.list.d/seriesgate-bookworm-backports.sources
 BPO_PACKAGES=(qemu-system-x86 qemu-system-common qemu-system-data seabios)
 BPO_ROOT="${SERIESGATE_CACHE:-$HOME/.cache/seriesgate}/l1-qemu/bookworm-backports"
-if [[ ! -f $BPO_SOURCES ]]; then
-  uri=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
-  printf '%s\n' \
-    "# Added by seriesgate: bookworm-backports (binaries for the L1 test VM's QEMU only)." \
-    "Types: deb" \
-    "URIs: ${uri:-http://deb.debian.org/debian}" \
-    "Suites: bookworm-backports" \
-    "Components: main" \
-    "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" >"$BPO_SOURCES"
-  apt-get update -qq
-fi
 bpo_version() {
   apt-cache policy qemu-system-x86 2>/dev/null | awk '$1 ~ /^[0-9]/ && $1 ~ /~bpo12/ {print $1; exit}'
 }
-want=$(bpo_version)
-if [[ -z $want ]]; then
-  apt-get update -qq
+# Optional (the default L1 QEMU is the system's): a failure here warns and leaves the rest of
+# the setup standing. Every step checks its own result (set -e does not apply in a `||` list).
+setup_backports_qemu() {
+  if [[ ! -f $BPO_SOURCES ]]; then
+    local uri
+    uri=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
+    printf '%s\n' \
+      "# Added by seriesgate: bookworm-backports (binaries for the L1 test VM's QEMU only)." \
+      "Types: deb" \
+      "URIs: ${uri:-http://deb.debian.org/debian}" \
+      "Suites: bookworm-backports" \
+      "Components: main" \
+      "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" >"$BPO_SOURCES" || return 1
+    apt-get update -qq || return 1
+  fi
   want=$(bpo_version)
-fi
-if [[ -z $want ]]; then
-  echo "setup-host: bookworm-backports has no qemu-system-x86: the L1 stays on the system QEMU" >&2
-elif [[ "$(cat "$BPO_ROOT/.version" 2>/dev/null)" != "$want" ]]; then
+  if [[ -z $want ]]; then
+    apt-get update -qq || return 1
+    want=$(bpo_version)
+  fi
+  if [[ -z $want ]]; then
+    echo "setup-host: bookworm-backports has no qemu-system-x86: the L1 stays on the system QEMU" >&2
+    return 0
+  fi
+  [[ "$(cat "$BPO_ROOT/.version" 2>/dev/null)" == "$want" ]] && return 0
   echo "setup-host: unpacking bookworm-backports QEMU $want for the L1 test VM into $BPO_ROOT"
-  tmp=$(mktemp -d)
+  local tmp deb bin
+  tmp=$(mktemp -d) || return 1
   chown _apt "$tmp" 2>/dev/null || true # apt's sandbox user writes the downloads there
-  (cd "$tmp" && apt-get download -qq -t bookworm-backports "${BPO_PACKAGES[@]}")
+  (cd "$tmp" && apt-get download -qq -t bookworm-backports "${BPO_PACKAGES[@]}") || { rm -rf "$tmp"; return 1; }
   rm -rf "$BPO_ROOT.new"
-  mkdir -p "$BPO_ROOT.new"
-  for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$BPO_ROOT.new"; done
+  mkdir -p "$BPO_ROOT.new" || return 1
+  for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$BPO_ROOT.new" || { rm -rf "$tmp"; return 1; }; done
   rm -rf "$tmp"
   bin="$BPO_ROOT.new/usr/bin/qemu-system-x86_64"
+  [[ -x $bin ]] || return 1
   if ldd "$bin" | grep 'not found' >&2; then
     echo "setup-host: the backports QEMU needs libraries this system lacks" >&2
-    exit 1
+    return 1
   fi
-  echo "$want" >"$BPO_ROOT.new/.version"
+  echo "$want" >"$BPO_ROOT.new/.version" || return 1
   rm -rf "$BPO_ROOT"
   mv "$BPO_ROOT.new" "$BPO_ROOT"
-fi
+}
+want=""
+setup_backports_qemu || echo "setup-host: warning: the bookworm-backports L1 QEMU is not available (SERIESGATE_L1_QEMU=backports will say so); the default L1 QEMU is unaffected" >&2
 echo "setup-host: L1 QEMUs ready: system $(qemu-system-x86_64 --version | head -n1 | awk '{print $4}'), backports ${want:-none}"

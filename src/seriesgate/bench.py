@@ -199,7 +199,7 @@ def resolve_builds(
         if given is None:
             given = (found.get("builds", {}).get(build) or {}).get("binary")
         optional = build == OPTIONAL_BUILD
-        if optional and (args.no_repaired or (given is None and getattr(args, build) is None)):
+        if optional and (args.no_repaired or given is None):
             continue
         if given is None or not os.access(given, os.X_OK):
             raise InputError(

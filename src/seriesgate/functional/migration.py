@@ -38,9 +38,9 @@ from seriesgate.functional.machine import (
     thread_stacks,
 )
 from seriesgate.functional.test import (
-    BOOT_RESET_RETRIES,
     Guest,
     GuestResetAtBoot,
+    boot_retrying_resets,
     raise_if_reset_at_boot,
 )
 from seriesgate.functional.timeline import (
@@ -365,25 +365,21 @@ def launch_l2(
     any console output, on baseline and patched alike; such a boot is retried (twice) and
     recorded in ``boot_resets`` (never silently). Any other exit fails at once.
     """
-    for attempt in range(BOOT_RESET_RETRIES + 1):
-        vm_name = name if attempt == 0 else f"{name}-boot{attempt + 1}"
+
+    def launch(vm_name: str) -> Guest:
         guest = _launch_once(binary, workdir, vm_name, env, device, spec, incoming=incoming,
                              firmware_dirs=firmware_dirs, log=log)  # fmt: skip
         if incoming:
             return guest
         try:
             _boot(guest, spec, boot_timeout)
-            return guest
-        except GuestResetAtBoot as exc:
+        except GuestResetAtBoot:
             guest.agent.close()
             guest.machine.shutdown()
-            if boot_resets is not None:
-                boot_resets.append(str(exc).splitlines()[0])
-            if attempt == BOOT_RESET_RETRIES:
-                raise
-            if log is not None:
-                log.warning("%s: guest reset during boot, booting again: %s", vm_name, exc)
-    raise AssertionError("unreachable")
+            raise
+        return guest
+
+    return boot_retrying_resets(launch, name, resets=boot_resets, log=log)
 
 
 def _launch_once(

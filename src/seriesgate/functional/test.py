@@ -17,9 +17,11 @@ tail and trace tail go to the test log.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +157,30 @@ def raise_if_reset_at_boot(vm: VdpaMachine, exc: BaseException) -> None:
             ) from exc
 
 
+def boot_retrying_resets(
+    launch: Callable[[str], Guest],
+    name: str,
+    *,
+    resets: list[str] | None = None,
+    log: logging.Logger | None = None,
+) -> Guest:
+    """``launch(vm_name)`` again after a :class:`GuestResetAtBoot`, at most
+    :data:`BOOT_RESET_RETRIES` times (``name``, then ``name-boot2``, ...); every reset is
+    appended to ``resets`` (never silent). ``launch`` shuts down the guest that reset."""
+    for attempt in range(BOOT_RESET_RETRIES + 1):
+        vm_name = name if attempt == 0 else f"{name}-boot{attempt + 1}"
+        try:
+            return launch(vm_name)
+        except GuestResetAtBoot as exc:
+            if resets is not None:
+                resets.append(str(exc).splitlines()[0])
+            if attempt == BOOT_RESET_RETRIES:
+                raise
+            if log is not None:
+                log.warning("%s: guest reset during boot, booting again: %s", vm_name, exc)
+    raise AssertionError("unreachable")
+
+
 class VdpaTest(Test):  # type: ignore[misc]
     """Base of every functional test: parameters, devices, guests, measurements, cleanup."""
 
@@ -227,18 +253,19 @@ class VdpaTest(Test):  # type: ignore[misc]
         measurements (``boot_resets``), as :func:`seriesgate.functional.migration.launch_l2`
         does for migration guests.
         """
-        for attempt in range(BOOT_RESET_RETRIES + 1):
-            vm_name = name if attempt == 0 else f"{name}-boot{attempt + 1}"
-            try:
-                return self._launch_guest_once(
+        resets: list[str] = []
+        try:
+            return boot_retrying_resets(
+                lambda vm_name: self._launch_guest_once(
                     device, name=vm_name, svq=svq, extra_args=extra_args, network=network
-                )
-            except GuestResetAtBoot as exc:
-                self.measurements.setdefault("boot_resets", []).append(str(exc))
-                if attempt == BOOT_RESET_RETRIES:
-                    raise
-                self.log.warning("%s: guest reset during boot, booting again: %s", vm_name, exc)
-        raise AssertionError("unreachable")
+                ),
+                name,
+                resets=resets,
+                log=self.log,
+            )
+        finally:
+            if resets:  # only when it happened: measurements.json stays as it was otherwise
+                self.measurements.setdefault("boot_resets", []).extend(resets)
 
     def _launch_guest_once(
         self,

@@ -42,7 +42,6 @@ SETTINGS = ("auto", "kvm", "tcg")
 # TCG options. Tried: "tcg,thread=single,tb-size=256" (no cross-vCPU races in TCG): an L2
 # guest with nested KVM then printed nothing in 4 min (15 s with thread=multi): not usable.
 TCG_OPTIONS = "tcg,thread=multi,tb-size=256"
-L1_QEMU = l1qemu.SYSTEM  # the default; $SERIESGATE_L1_QEMU (l1qemu.resolve) picks the one used
 PROBE_VERSION = 1  # bump when the probe's command or its reading changes
 PROBE_TIMEOUT_S = 10.0  # a real KVM prints the first console line in well under a second
 TIMEOUT_REUSE_S = 24 * 3600.0  # a probe that only timed out is tried again after this

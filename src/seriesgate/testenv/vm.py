@@ -34,7 +34,6 @@ from seriesgate.testenv import l1qemu
 from seriesgate.testenv.assets import STAGE, l1_lock
 from seriesgate.testenv.inside import SETUP_FAILED, RunSpec
 
-L1_QEMU = l1qemu.SYSTEM  # the default; $SERIESGATE_L1_QEMU (l1qemu.resolve) picks the one used
 # 3 GiB (room for two pinned 1 GiB guests, the migration overrun case) went with test-VM
 # crashes within 64-353 s in CI dry runs, 1 GiB with 668-1254 s: 1 GiB until that is
 # understood (the overrun test then sizes down).
