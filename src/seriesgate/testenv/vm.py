@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import compileall
+import fnmatch
 import json
 import os
 import re
@@ -55,6 +56,9 @@ BOOT_CRASH_SIGNS = ("Kernel panic", "Oops:")
 # A run that writes no results file for this long is hung: L1 is killed.
 # Longer than any test's own timeout (Avocado's, 600 s), which should fire first.
 L1_IDLE_TIMEOUT = 660.0
+# Files that are not progress for that watch: L1's console (l1-console.log) and every L2
+# guest's (<vm>.console.log).
+CONSOLE_FILES = ("*console.log",)
 _IDLE_CHECK_EVERY = 10.0
 # A CPU of L1 stuck this long (the kernel's soft-lockup report) means L1 is wedged: the
 # console keeps printing reports, so only this, not the idle watch, ends such a run early.
@@ -383,8 +387,10 @@ def peak_rss_mb(pid: int) -> float | None:
 class ProgressWatch:
     """How long nothing under ``root`` changed (newest mtime), checked every few seconds.
 
-    ``ignore``: file names that do not count as progress (L1's console: a wedged kernel
-    keeps printing to it).
+    ``ignore``: shell patterns (fnmatch) of file names that do not count as progress:
+    consoles. A wedged L1 kernel keeps printing to its console, and an L2 guest whose test
+    hangs keeps printing (e.g. virtio_net TX timeouts) to its own: progress is what the
+    tests and Avocado write, not what a guest prints.
     """
 
     def __init__(self, root: Path, ignore: tuple[str, ...] = ()) -> None:
@@ -408,7 +414,7 @@ class ProgressWatch:
         newest, path = 0.0, ""
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
-                if name in self.ignore:
+                if any(fnmatch.fnmatchcase(name, pat) for pat in self.ignore):
                     continue
                 try:
                     mtime = os.stat(os.path.join(dirpath, name)).st_mtime
@@ -430,7 +436,7 @@ def _supervise(
     started = time.monotonic()
     deadline = started + timeout
     watcher = ConsoleWatcher(nonce, echo)
-    progress = ProgressWatch(console.parent, ignore=(console.name,))
+    progress = ProgressWatch(console.parent, ignore=CONSOLE_FILES)
     with open(console, errors="replace") as reader:
         while True:
             done = child.poll() is not None
