@@ -11,6 +11,7 @@ import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from seriesgate.errors import CommandError
 
@@ -82,7 +83,12 @@ def run(
     return result
 
 
-def kill_group(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
+class HasPid(Protocol):
+    @property
+    def pid(self) -> int: ...
+
+
+def kill_group(proc: HasPid) -> None:
     """SIGKILL the process group of ``proc`` (started with start_new_session)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)

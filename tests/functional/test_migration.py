@@ -5,6 +5,12 @@ defer``) on a second device with the same MAC, keeps guest traffic running (the 
 frames to its own MAC; vdpa_sim loops them back), migrates over a unix socket, and checks
 behaviour, never the status word alone. Numbers go to ``measurements.json``.
 
+Guests are handed on within a job (:mod:`seriesgate.functional.guestpool`): the guest a test
+leaves running (the destination of a completed migration, or the source of a failed one) is
+the next test's source when that test wants one of the same build and spec; the test checks
+it first (agent, running, vhost, traffic) and boots its own when the shared one fails that.
+A class that needs a guest booted for it says ``PRISTINE_GUESTS = True``.
+
 Parameters (``-p``, see :mod:`seriesgate.functional.test`): ``qemu_bin``, ``firmware_dirs``,
 ``guest_mem`` (MiB, default 256), ``accel``, and ``large_mem`` (MiB; default: the largest
 guest of which two fit pinned in the test VM, at most 1024) for the tests that need a guest
@@ -16,10 +22,11 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
-from seriesgate.functional.machine import QemuFailure
+from seriesgate.functional.guestpool import ParkedGuest, kill_guest
+from seriesgate.functional.machine import QemuFailure, VdpaMachine
 from seriesgate.functional.migration import (
     GuestSpec,
     MigrationHang,
@@ -34,6 +41,7 @@ from seriesgate.functional.timeline import (
 )
 from seriesgate.functional.trace import read_trace, unmatched_maps
 from seriesgate.testenv import vdpa
+from seriesgate.testenv.agent import GuestAgent
 from seriesgate.testenv.model import VdpaDevice
 
 NEW_MAC = "52:54:00:ab:cd:ef"
@@ -67,6 +75,11 @@ class MigrationBase(VdpaTest):
     :avocado: disable
     """
 
+    # True: every source guest is booted for this test (never one an earlier test left).
+    PRISTINE_GUESTS = False
+    # False: the guests this test leaves are not handed on (e.g. a background job in them).
+    PARK_GUESTS = True
+
     def setUp(self) -> None:
         super().setUp()
         if len(self.env.devices) < 2:
@@ -77,12 +90,144 @@ class MigrationBase(VdpaTest):
         self.started = time.monotonic()
         self.records = 0
         self.boot_resets: list[str] = []  # L2 resets in early boot, retried once (recorded)
+        self.guests: list[Guest] = []
+        self.src_index = 0  # the environment device the source guest runs on
 
     def tearDown(self) -> None:
+        if self.pool is not None and self.PARK_GUESTS:
+            self.park_survivor()
         self.measurements["test_seconds"] = round(time.monotonic() - self.started, 1)
         if self.boot_resets:
             self.measurements["boot_resets_retried"] = self.boot_resets
         super().tearDown()
+
+    # -- guests handed on between tests ----------------------------------------------------
+
+    @property
+    def short_name(self) -> str:
+        """Class.method, as the report names tests."""
+        return str(self.name.name).rsplit(":", 1)[-1]
+
+    def _original(self, device_name: str) -> VdpaDevice:
+        return next(d for d in self.env.devices if d.name == device_name)
+
+    def start_source(self, spec: GuestSpec, name: str = "source") -> Guest:
+        """The source guest: the one an earlier test of this job left running, when it is of
+        this build and ``spec`` and passes its checks; else one booted on device 0."""
+        if self.pool is not None and not self.PRISTINE_GUESTS:
+            want = asdict(spec)
+            parked = self.pool.claim(
+                lambda g: (
+                    g.binary == str(self.qemu_bin)
+                    and g.spec == want
+                    and g.mac.lower() == self._original(g.device).mac.lower()
+                )
+            )
+            if parked is not None:
+                guest = self._adopt(parked, name, spec)
+                if guest is not None:
+                    return guest
+        self.src_index = 0
+        return self.start(name, self.fresh_device(0), spec, incoming=False)
+
+    def dest_device(self) -> VdpaDevice:
+        """The device the source is not on, recreated (clean state, its own MAC)."""
+        return self.fresh_device(1 - self.src_index)
+
+    def _adopt(self, parked: ParkedGuest, name: str, spec: GuestSpec) -> Guest | None:
+        """Take over a parked guest after checking it: agent, running, vhost, traffic. On a
+        failed check it is stopped, the reason recorded, and None returned (boot one)."""
+        assert self.pool is not None
+        vm: VdpaMachine | None = None
+        try:
+            vm = VdpaMachine.adopt(parked, self.pool.dir, name=name, workdir=self.outdir,
+                                   log=self.log)  # fmt: skip
+            self.machines.append(vm)
+            agent = GuestAgent(parked.agent_socket_path, log=self.outdir / f"{name}.agent.log")
+            self.agents.append(agent)
+            guest = Guest(vm, agent, self._original(parked.device))
+            guest.iface, guest.spec = parked.iface, spec
+            guest.first_test, guest.tests_served = parked.first_test, parked.tests_served
+            guest.booted_at = parked.booted_at
+            guest.wait_ready(15.0)
+            state = vm.qmp("query-status", timeout=10.0)["status"]
+            if state != "running":
+                raise AssertionError(f"the shared guest is {state!r}, not running")
+            vm.check_vhost()
+            guest.find_iface()
+            self.traffic(guest, label="shared_guest_before")
+        except Exception as exc:  # noqa: BLE001 - any failed check: boot a guest instead
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            crash = vm.crash.signal if vm is not None and vm.crash is not None else None
+            self.measurements["shared_guest_rejected"] = {
+                "from": parked.last_test, "vm": parked.name, "why": why[:300], "crash": crash,
+            }  # fmt: skip
+            self.log.warning("the guest %s left (%s) failed its check: %s; booting one",
+                             parked.last_test, parked.name, why)  # fmt: skip
+            if vm is not None:
+                self.machines.remove(vm)
+                vm.kill()
+            else:
+                kill_guest(self.pool.dir, parked.pid)
+            return None
+        self.src_index = parked.device_index
+        self.guests.append(guest)
+        self.measurements["source_guest"] = {
+            "shared_from": parked.last_test,
+            "vm": parked.name,
+            "booted_by": parked.first_test,
+            "tests_before": parked.tests_served,
+            "age_s": round(time.time() - parked.booted_at, 1),
+        }
+        return guest
+
+    def park_survivor(self) -> None:
+        """Leave the newest guest still running for the next test, if it is sound."""
+        for guest in reversed(self.guests):
+            if self._park(guest):
+                return
+
+    def _park(self, guest: Guest) -> bool:
+        assert self.pool is not None
+        vm = guest.machine
+        if guest.spec is None or not vm.is_running() or vm.crash is not None:
+            return False
+        original = self._original(guest.device.name)
+        try:
+            if vm.qmp("query-status", timeout=5.0, stacks=False)["status"] != "running":
+                return False
+            guest.run("kill $(pidof sgpkt) 2>/dev/null; true", timeout=10.0)
+            if guest.mac().lower() != original.mac.lower():
+                # Back to the device's own MAC (via CVQ): what a fresh device has.
+                guest.run(f"ip link set {guest.iface} address {original.mac}", timeout=10.0)
+                if str(self.env.config(original.name).get("mac", "")).lower() != original.mac:
+                    return False
+        except Exception as exc:  # noqa: BLE001 - not sound enough to hand on
+            self.log.info("not handing %s on: %s", vm.name, str(exc).splitlines()[:1])
+            return False
+        index = [d.name for d in self.env.devices].index(original.name)
+        record = ParkedGuest(
+            pid=vm.pid,
+            binary=str(self.qemu_bin),
+            spec=asdict(guest.spec),
+            device=original.name,
+            device_index=index,
+            mac=original.mac,
+            iface=guest.iface,
+            name=vm.files_name,
+            workdir=str(vm.files_dir),
+            qmp_path=str(vm.qmp_path),
+            agent_socket=str(guest.agent.socket_path),
+            first_test=guest.first_test or self.short_name,
+            last_test=self.short_name,
+            tests_served=guest.tests_served + 1,
+            booted_at=guest.booted_at,
+        )
+        guest.agent.close()
+        vm.release()
+        self.pool.park(record)
+        self.measurements["left_guest_running"] = {"vm": vm.name, "pid": record.pid}
+        return True
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -95,6 +240,7 @@ class MigrationBase(VdpaTest):
         return self.fresh_device(0), self.fresh_device(1)
 
     def start(self, name: str, device: VdpaDevice, spec: GuestSpec, *, incoming: bool) -> Guest:
+        self.evict_parked()
         guest = launch_l2(
             self.qemu_bin,
             self.outdir,
@@ -110,6 +256,8 @@ class MigrationBase(VdpaTest):
         )
         self.machines.append(guest.machine)  # reaped by VdpaTest.tearDown, also on failure
         self.agents.append(guest.agent)
+        guest.spec = spec
+        self.guests.append(guest)
         return guest
 
     def stop(self, guest: Guest) -> None:
@@ -169,10 +317,9 @@ class MigrationBase(VdpaTest):
     def migrate_pair(
         self, spec_src: GuestSpec, spec_dst: GuestSpec, **kw: Any
     ) -> tuple[Guest, Guest, MigrationRecord]:
-        dev_a, dev_b = self.pair_devices()
-        src = self.start("source", dev_a, spec_src, incoming=False)
+        src = self.start_source(spec_src)
         self.start_stream(src)
-        dst = self.start("destination", dev_b, spec_dst, incoming=True)
+        dst = self.start("destination", self.dest_device(), spec_dst, incoming=True)
         rec = self.run_migration(src, dst, **kw)
         self.assert_completed(rec, src, dst)
         return src, dst, rec
@@ -185,8 +332,8 @@ class MigrationCorrectness(MigrationBase):
 
     def test_same_guest_mac_traffic(self) -> None:
         """Source postmigrate, destination running, same guest, CVQ MAC kept, traffic flows."""
-        dev_a, dev_b = self.pair_devices()
-        src = self.start("source", dev_a, self.spec(), incoming=False)
+        src = self.start_source(self.spec())
+        dev_a = src.device
         token = os.urandom(8).hex()
         src.run(f"echo {token} > /root/token")
         boot_id = src.run("cat /proc/sys/kernel/random/boot_id").output.strip()
@@ -198,6 +345,7 @@ class MigrationCorrectness(MigrationBase):
         src.device = dev_a = replace(dev_a, mac=NEW_MAC)
         self.traffic(src, label="before_migration")
         self.start_stream(src)
+        dev_b = self.dest_device()
         dst = self.start("destination", dev_b, self.spec(), incoming=True)
         rec = self.run_migration(src, dst)
         self.assert_completed(rec, src, dst)
@@ -228,12 +376,11 @@ class MigrationPingPong(MigrationBase):
 
     def test_three_round_trips(self) -> None:
         """A -> B -> A three times, reusing the two devices; traffic after each hop."""
-        dev_a, dev_b = self.pair_devices()
-        here = self.start("source", dev_a, self.spec(), incoming=False)
+        here = self.start_source(self.spec())
         hops = []
         for hop in range(1, 7):
             # The device the guest is not on; its previous QEMU has quit: reuse it, fresh.
-            there_dev = self.fresh_device(1 if hop % 2 else 0)
+            there_dev = self.fresh_device((self.src_index + hop) % 2)
             there = self.start(f"hop{hop}", there_dev, self.spec(), incoming=True)
             self.start_stream(here)
             rec = self.run_migration(here, there)
@@ -281,6 +428,10 @@ class MigrationMapOrdering(MigrationBase):
 
     # Read by the runner (a literal): two pinned 1 GiB guests fit in a 3 GiB test VM.
     TEST_VM_MEMORY_MB = 3072
+    # The claim's numbers (maps in the downtime, guest pause) are compared baseline against
+    # patched: both start from a guest booted for the test, none with another test's past.
+    PRISTINE_GUESTS = True
+    PARK_GUESTS = False  # the tests after it in its job are pristine too
 
     def test_maps_before_switchover(self) -> None:
         """Guest RAM is mapped while the source still runs; none inside the downtime."""
@@ -321,6 +472,9 @@ class MigrationQmpResponsive(MigrationBase):
 
     # Read by the runner (a literal): two pinned 1 GiB guests fit in a 3 GiB test VM.
     TEST_VM_MEMORY_MB = 3072
+    # A claim's number compared baseline against patched (see MigrationMapOrdering).
+    PRISTINE_GUESTS = True
+    PARK_GUESTS = False
 
     def test_query_status_rtt_while_mapping(self) -> None:
         """query-status every ~10 ms on the destination; max RTT under QMP_RTT_BOUND_MS."""
@@ -348,16 +502,18 @@ class MigrationCancel(MigrationBase):
     :avocado: enable
     """
 
+    # Its RAM-dirtying loop runs on in the guest: not a guest to hand on.
+    PARK_GUESTS = False
+
     def test_cancel_then_migrate_again(self) -> None:
         """migrate_cancel mid-way: source runs on, destination cleans up, a retry succeeds."""
-        dev_a, dev_b = self.pair_devices()
         spec = self.spec()
-        src = self.start("source", dev_a, spec, incoming=False)
+        src = self.start_source(spec)
         # Keep dirtying guest RAM so the migration cannot converge before the cancel.
         src.run("(while :; do dd if=/dev/urandom of=/dev/shm/x bs=1M count=64 2>/dev/null; "
                 "done) </dev/null >/dev/null 2>&1 &")  # fmt: skip
         self.start_stream(src)
-        dst = self.start("destination", dev_b, spec, incoming=True)
+        dst = self.start("destination", self.dest_device(), spec, incoming=True)
 
         def cancel() -> None:
             time.sleep(0.3)
@@ -389,7 +545,7 @@ class MigrationCancel(MigrationBase):
                 self.fail(f"destination died on {dst.machine.crash.signal} after cancel; "
                           f"backtrace {list(dst.machine.crash.frames[:6])}")  # fmt: skip
         self.stop(dst)
-        dst2 = self.start("destination2", self.fresh_device(1), spec, incoming=True)
+        dst2 = self.start("destination2", self.dest_device(), spec, incoming=True)
         rec2 = self.run_migration(src, dst2)
         self.assert_completed(rec2, src, dst2)
         self.measurements["second"] = rec2.summary()
@@ -402,6 +558,8 @@ class MigrationDestinationFaults(MigrationBase):
     """
 
     FAIL_WITHIN_S = 60.0
+    # The fault is set up on device 1 before the source starts: the source is on device 0.
+    PRISTINE_GUESTS = True
 
     def _failing(self, dst_dev: VdpaDevice, dst_spec: GuestSpec, what: str) -> dict[str, Any]:
         """Migrate to a destination that cannot work; it must fail in time, source runs on."""
@@ -465,10 +623,9 @@ class MigrationAfterIntrospection(MigrationBase):
         migration handler registered per instance must not outlive it: the migration that
         follows must complete, without a crash, with traffic on the destination.
         """
-        dev_a, dev_b = self.pair_devices()
-        src = self.start("source", dev_a, self.spec(), incoming=False)
+        src = self.start_source(self.spec())
         self.start_stream(src)
-        dst = self.start("destination", dev_b, self.spec(), incoming=True)
+        dst = self.start("destination", self.dest_device(), self.spec(), incoming=True)
         props = dst.machine.qmp("device-list-properties", typename="virtio-net-pci")
         self.measurements["introspected_properties"] = len(props)
         rec = self.run_migration(src, dst)

@@ -149,12 +149,14 @@ BASE = {
         ("references", ["tests/functional/test_migration.py:MigrationSvqDestination\\."]),
         ("tags", []),
         ("version", "0.2.0"),
+        ("shared_guests", False),
     ],
 )
 def test_each_input_changes_the_key(field: str, other: object) -> None:
-    same = bc.key_of(bc.key_components(**BASE, version="0.1.0"))  # type: ignore[arg-type]
-    assert same == bc.key_of(bc.key_components(**BASE, version="0.1.0"))  # type: ignore[arg-type]
-    changed = {**BASE, "version": "0.1.0", field: other}
+    base = {**BASE, "version": "0.1.0", "shared_guests": True}
+    same = bc.key_of(bc.key_components(**base))  # type: ignore[arg-type]
+    assert same == bc.key_of(bc.key_components(**base))  # type: ignore[arg-type]
+    changed = {**base, field: other}
     assert bc.key_of(bc.key_components(**changed)) != same  # type: ignore[arg-type]
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from seriesgate import __version__
+from seriesgate.functional import guestpool
 from seriesgate.functional.model import Status, TestOutcome
 from seriesgate.paths import PROJECT_ROOT, cache_dir
 from seriesgate.testenv.model import TestEnv
@@ -79,9 +80,17 @@ def key_components(
     references: Sequence[str],
     tags: Sequence[str],
     version: str = __version__,
+    shared_guests: bool | None = None,
 ) -> dict[str, Any]:
-    """What the key is made of, kept beside the results so a miss can be explained."""
+    """What the key is made of, kept beside the results so a miss can be explained.
+
+    ``shared_guests``: whether tests hand guests on (default: ``$SERIESGATE_SHARE_GUESTS``
+    is not "0"); a source guest booted for the test or left by the one before can change
+    what a test measures, so results of one kind are not reused for the other."""
+    if shared_guests is None:
+        shared_guests = guestpool.sharing_enabled()
     return {
+        "shared_guests": shared_guests,
         "format": FORMAT,
         "seriesgate_version": version,
         "baseline_binary_sha256": binary_digest,

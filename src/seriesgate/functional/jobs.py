@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from seriesgate.functional import zygote
+from seriesgate.functional import guestpool, zygote
 from seriesgate.paths import PROJECT_ROOT
 
 FUNCTIONAL_DIR = PROJECT_ROOT / "tests" / "functional"
@@ -248,16 +248,33 @@ def run_builds(
     with warm_avocado(results_dir) as warm:
 
         def job(
-            qemu: Path, refs: Sequence[str], where: Path, label: str, tag: Sequence[str] | None
+            qemu: Path,
+            refs: Sequence[str],
+            where: Path,
+            label: str,
+            tag: Sequence[str] | None,
+            share: bool = True,
         ) -> tuple[Path | None, int]:
-            """One Avocado job of ``refs`` on ``qemu`` under ``where``."""
-            argv = avocado_argv(
-                qemu_bin=qemu, results=where, tests=refs,
-                firmware_dirs=firmware_dirs, tags=tag, params=params,
-            )  # fmt: skip
-            return run_job(argv, where, job_timeout, warm, build=label)
+            """One Avocado job of ``refs`` on ``qemu`` under ``where``; ``share``: its tests
+            may hand guests on (retries do not: a retry runs on guests of its own)."""
+            with contextlib.ExitStack() as stack:
+                extra = list(params)
+                if share and share_guests:
+                    pool = stack.enter_context(tempfile.TemporaryDirectory(prefix="sg-pool-"))
+                    stack.enter_context(guestpool.job_pool(Path(pool)))
+                    extra.append(f"{guestpool.POOL_PARAM}={pool}")
+                argv = avocado_argv(
+                    qemu_bin=qemu, results=where, tests=refs,
+                    firmware_dirs=firmware_dirs, tags=tag, params=extra,
+                )  # fmt: skip
+                return run_job(argv, where, job_timeout, warm, build=label)
 
-        index: dict[str, Any] = {"builds": {}, "warm_avocado": warm is not None}
+        share_guests = guestpool.sharing_enabled()
+        index: dict[str, Any] = {
+            "builds": {},
+            "warm_avocado": warm is not None,
+            "shared_guests": share_guests,
+        }
         for name, qemu_bin in builds.items():
             if name in reused:
                 entry = {"qemu_bin": str(qemu_bin), **reused[name], "reused": True}
@@ -300,7 +317,7 @@ def run_builds(
                 flush=True,
             )
             where = results_dir / f"{name}-retry"
-            rjob, rrc = job(qemu_bin, refs, where, f"{name} (retry)", None)
+            rjob, rrc = job(qemu_bin, refs, where, f"{name} (retry)", None, share=False)
             entry["retry_jobs"] = [*entry.get("retry_jobs", []), str(rjob) if rjob else None]
             entry["retry_rc"] = rrc
             entry.pop("retry_pending")

@@ -36,6 +36,7 @@ from typing import Any
 from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from seriesgate.functional import guestpool
 from seriesgate.functional.model import Crash
 from seriesgate.functional.trace import TraceEvent, read_trace
 from seriesgate.proc import kill_group
@@ -137,6 +138,40 @@ def thread_stacks(pid: int, frames: int = 12) -> str:
     return "\n".join(keep) or "(gdb printed no stack)"
 
 
+class AdoptedProcess:
+    """A running QEMU this process did not start: a guest another test parked
+    (:mod:`seriesgate.functional.guestpool`). Popen's ``poll``/``wait``/``returncode``, from
+    the exit status the pool's reaper records (its parent is the job's driver now)."""
+
+    def __init__(self, pid: int, pool_dir: Path) -> None:
+        self.pid = pid
+        self.pool_dir = pool_dir
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            rc = guestpool.read_exit(self.pool_dir, self.pid)
+            if rc is None and not guestpool.is_alive(self.pid):
+                # Gone: the reaper records its status within a tick.
+                rc = guestpool.wait_exit(self.pool_dir, self.pid, 3.0)
+                rc = guestpool.EXIT_UNKNOWN if rc is None else rc
+            self.returncode = rc
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            rc = guestpool.wait_exit(self.pool_dir, self.pid, 1e9 if timeout is None else timeout)
+            if rc is None:
+                raise subprocess.TimeoutExpired(f"QEMU pid {self.pid}", timeout or 0.0)
+            self.returncode = rc
+        return self.returncode
+
+
+# Popen objects of QEMUs handed to the guest pool (release()): kept referenced, so that
+# subprocess's clean-up of collected Popens never reaps a parked guest behind the pool's back.
+_RELEASED: list[subprocess.Popen[bytes]] = []
+
+
 class VdpaMachine:
     """One QEMU process under test.
 
@@ -166,6 +201,8 @@ class VdpaMachine:
         self.trace_events = list(trace_events)
         self.memlock = memlock
         self.log = log or logging.getLogger(f"seriesgate.machine.{name}")
+        # Where its own files are (stderr, console, trace): kept when another test adopts it.
+        self.files_name, self.files_dir = name, self.workdir
         self.stderr_path = self.workdir / f"{name}.stderr"
         self.console_log = self.workdir / f"{name}.console.log"
         self.trace_path = self.workdir / f"{name}.trace"
@@ -174,7 +211,8 @@ class VdpaMachine:
         self.events: list[dict[str, Any]] = []
         self.crash: Crash | None = None
         self.exitcode: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | AdoptedProcess | None = None
+        self._argv: list[str] | None = None  # an adopted QEMU's command line (its .cmdline)
         self._qmp: QEMUMonitorProtocol | None = None
         self._stderr_fh: Any = None
         self._launched_at = 0.0
@@ -183,6 +221,8 @@ class VdpaMachine:
 
     @property
     def command_line(self) -> list[str]:
+        if self._argv is not None:
+            return list(self._argv)
         argv = [str(self.binary)]
         for d in self.firmware_dirs:
             argv += ["-L", str(d)]
@@ -254,6 +294,64 @@ class VdpaMachine:
                 )
             time.sleep(0.05)
         self.log.info("%s: QMP connected, pid %d", self.name, self._proc.pid)
+
+    @classmethod
+    def adopt(
+        cls,
+        parked: guestpool.ParkedGuest,
+        pool_dir: Path,
+        *,
+        name: str,
+        workdir: Path,
+        log: logging.Logger | None = None,
+        timeout: float = 10.0,
+    ) -> VdpaMachine:
+        """Take over a parked, running QEMU: reconnect its QMP socket.
+
+        Its stderr, console and trace stay the files it was started with (in the test
+        that booted it); what this machine writes itself (a crash's backtrace, thread
+        stacks) goes to ``workdir`` under ``name``.
+        """
+        vm = cls(parked.binary, Path(parked.workdir), name=parked.name, trace_events=(), log=log)
+        vm.name, vm.workdir = name, Path(workdir)
+        vm.qmp_path = Path(parked.qmp_path)
+        cmdline = Path(parked.workdir) / f"{parked.name}.cmdline"
+        vm._argv = cmdline.read_text().split() if cmdline.exists() else [parked.binary]
+        vm._proc = AdoptedProcess(parked.pid, pool_dir)
+        vm._launched_at = time.monotonic()
+        deadline = time.monotonic() + timeout
+        while True:
+            vm.check_alive("while adopting it")
+            qmp = QEMUMonitorProtocol(str(vm.qmp_path))
+            try:
+                qmp.connect()
+            except (QMPError, OSError):
+                qmp.close()
+            else:
+                vm._qmp = qmp
+                break
+            if time.monotonic() > deadline:
+                raise QemuTimeout(f"{name}: parked QEMU (pid {parked.pid}) did not accept QMP")
+            time.sleep(0.1)
+        vm.log.info("%s: adopted %s (pid %d) of %s", name, parked.name, parked.pid,
+                    parked.last_test)  # fmt: skip
+        return vm
+
+    def release(self) -> None:
+        """Let go of a running QEMU without stopping it (parked for the next test): close
+        QMP and the stderr handle, keep its sockets; shutdown() is a no-op afterwards."""
+        if self._qmp is not None:
+            try:
+                self._qmp.close()
+            except Exception:  # noqa: BLE001 - closing a socket
+                pass
+            self._qmp = None
+        if self._stderr_fh is not None:
+            self._stderr_fh.close()
+            self._stderr_fh = None
+        if isinstance(self._proc, subprocess.Popen):
+            _RELEASED.append(self._proc)
+        self._proc = None
 
     @property
     def pid(self) -> int:
@@ -349,7 +447,7 @@ class VdpaMachine:
                 self._wait_killed()
         finally:
             self._close()
-        self._on_exit(self._proc.returncode)
+        self._on_exit(self._proc.wait(timeout=0))  # reaped above: its return code
 
     def _wait_killed(self, timeout: float = 30.0) -> None:
         """Wait for a SIGKILLed QEMU; one stuck in the kernel cannot die: say where, give up."""
@@ -399,7 +497,7 @@ class VdpaMachine:
             self._wait_killed()
         finally:
             self._close()
-        self._on_exit(self._proc.returncode)
+        self._on_exit(self._proc.wait(timeout=0))  # reaped above: its return code
 
     def wait_exit(self, timeout: float) -> int:
         """Wait for QEMU to exit on its own (e.g. after ``quit`` from the guest)."""

@@ -5,7 +5,9 @@ Parameters (``avocado run -p key=value``; environment fallbacks for direct runs)
 - ``qemu_bin`` ($SERIESGATE_QEMU_BIN): the QEMU under test (the build's qemu-system-x86_64);
 - ``firmware_dirs`` ($SERIESGATE_FIRMWARE_DIRS): ``:``-separated ``-L`` directories;
 - ``guest_mem`` (MiB, default 256); ``accel``: ``kvm``, ``tcg`` or ``auto`` (default:
-  KVM when the test environment says L2 can use it).
+  KVM when the test environment says L2 can use it);
+- ``guest_pool`` (a directory; set by :mod:`seriesgate.functional.jobs`): tests of one job
+  may hand a running guest to the next (:mod:`seriesgate.functional.guestpool`).
 
 The test runs inside the seriesgate test environment (``$SERIESGATE_TESTENV``), which
 provides the vdpa_sim devices and the L2 guest image. Each test's ``outputdir`` keeps
@@ -27,6 +29,7 @@ from typing import Any
 
 from avocado import Test
 
+from seriesgate.functional.guestpool import POOL_PARAM, GuestPool
 from seriesgate.functional.machine import QemuExited, QemuFailure, QemuTimeout, VdpaMachine
 from seriesgate.functional.trace import TraceEvent
 from seriesgate.testenv.agent import (
@@ -57,6 +60,12 @@ class Guest:
         self.agent = agent
         self.device = device
         self.iface = "eth0"
+        # How it was started (migration guests; what a shared guest must match) and, for a
+        # guest handed on between tests, its history (guestpool.ParkedGuest).
+        self.spec: Any = None
+        self.first_test = ""
+        self.tests_served = 0
+        self.booted_at = time.time()
 
     def run(self, command: str, timeout: float = 30.0, check: bool = True) -> AgentResult:
         """Run a shell command in L2; a crash of QEMU meanwhile raises QemuCrashed."""
@@ -208,6 +217,16 @@ class VdpaTest(Test):  # type: ignore[misc]
         self.agents: list[GuestAgent] = []
         self.measurements: dict[str, Any] = {"accel": accel, "guest_mem_mb": self.guest_mem}
         self.outdir = Path(self.outputdir)
+        pool = self.params.get(POOL_PARAM, default="")
+        self.pool = GuestPool(Path(pool)) if pool else None
+
+    def evict_parked(self) -> None:
+        """Stop the guests an earlier test of this job left running (they hold a vdpa
+        device and pinned guest RAM) before this test recreates a device or boots."""
+        if self.pool is None:
+            return
+        for guest in self.pool.evict():
+            self.log.info("stopped the guest %s left running (pid %d)", guest.last_test, guest.pid)
 
     # -- devices and guests --------------------------------------------------------------
 
@@ -217,6 +236,7 @@ class VdpaTest(Test):  # type: ignore[misc]
             self.error(
                 f"test needs {index + 1} vDPA devices, environment has {len(self.env.devices)}"
             )
+        self.evict_parked()
         dev = self.env.devices[index]
         return self.env.recreate(dev.name)
 
@@ -253,6 +273,7 @@ class VdpaTest(Test):  # type: ignore[misc]
         measurements (``boot_resets``), as :func:`seriesgate.functional.migration.launch_l2`
         does for migration guests.
         """
+        self.evict_parked()
         resets: list[str] = []
         try:
             return boot_retrying_resets(

@@ -28,6 +28,7 @@ _HIDDEN = {
     "setup_ms",
     "maps_on_main_thread",
     "guest_maps",
+    "left_guest_running",
 }
 _UNITS = (("_ms", "ms"), ("_s", "s"), ("_mb", "MB"), ("_seconds", "s"), ("_bytes", "B"))
 
@@ -94,6 +95,24 @@ def _scalar(key: str, value: Any) -> str | None:
     return None
 
 
+def shared_guest_text(source: Any) -> str | None:
+    """Which guest a test started from, when an earlier test of the job left it running.
+
+    >>> shared_guest_text({"shared_from": "MigrationCorrectness.test_same_guest_mac_traffic",
+    ...                    "vm": "destination", "tests_before": 1, "age_s": 21.4})
+    'source: the destination MigrationCorrectness.test_same_guest_mac_traffic left running \
+(its test 2, up 21 s)'
+    """
+    if not isinstance(source, dict) or not source.get("shared_from"):
+        return None
+    nth = int(source.get("tests_before", 0)) + 1
+    age = float(source.get("age_s", 0))
+    return (
+        f"source: the {source.get('vm', 'guest')} {source['shared_from']} left running "
+        f"(its test {nth}, up {age:.0f} s)"
+    )
+
+
 def measurement_parts(m: dict[str, Any]) -> list[str]:
     """Readable phrases for a measurements dict, the telling ones first."""
     parts: list[str] = []
@@ -108,6 +127,14 @@ def measurement_parts(m: dict[str, Any]) -> list[str]:
     if isinstance(crash, dict) and crash.get("signal"):
         vm = f" ({crash['vm']})" if crash.get("vm") else ""
         take("crash", f"crashed: {crash['signal']}{vm}")
+    take("source_guest", shared_guest_text(m.get("source_guest")))
+    rejected = m.get("shared_guest_rejected")
+    if isinstance(rejected, dict):
+        take(
+            "shared_guest_rejected",
+            f"the guest {rejected.get('from')} left failed its check ({rejected.get('why')}): "
+            "booted one",
+        )
     if "maps_in_downtime" in m and "guest_maps" in m:
         take("maps_in_downtime", f"maps in downtime {m['maps_in_downtime']} of {m['guest_maps']}")
     if "maps_on_main_thread" in m and m.get("guest_maps"):
