@@ -8,7 +8,8 @@ behaviour, never the status word alone. Numbers go to ``measurements.json``.
 Guests are handed on within a job (:mod:`seriesgate.functional.guestpool`): the guest a test
 leaves running (the destination of a completed migration, or the source of a failed one) is
 the next test's source when that test wants one of the same build and spec; the test checks
-it first (agent, running, vhost, traffic) and boots its own when the shared one fails that.
+it first (agent, running, vhost, traffic) and fails, naming the guest's origin, when it does
+not pass (retries never share: a retry tells a damaged shared guest from the test's own).
 A class that needs a guest booted for it says ``PRISTINE_GUESTS = True``.
 
 Parameters (``-p``, see :mod:`seriesgate.functional.test`): ``qemu_bin``, ``firmware_dirs``,
@@ -26,7 +27,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from seriesgate.functional.guestpool import ParkedGuest, kill_guest
-from seriesgate.functional.machine import QemuFailure, VdpaMachine
+from seriesgate.functional.machine import QemuCrashed, QemuFailure, VdpaMachine
 from seriesgate.functional.migration import (
     GuestSpec,
     MigrationHang,
@@ -41,7 +42,7 @@ from seriesgate.functional.timeline import (
 )
 from seriesgate.functional.trace import read_trace, unmatched_maps
 from seriesgate.testenv import vdpa
-from seriesgate.testenv.agent import GuestAgent
+from seriesgate.testenv.agent import AgentError, GuestAgent
 from seriesgate.testenv.model import VdpaDevice
 
 NEW_MAC = "52:54:00:ab:cd:ef"
@@ -124,9 +125,7 @@ class MigrationBase(VdpaTest):
                 )
             )
             if parked is not None:
-                guest = self._adopt(parked, name, spec)
-                if guest is not None:
-                    return guest
+                return self._adopt(parked, name, spec)
         self.src_index = 0
         return self.start(name, self.fresh_device(0), spec, incoming=False)
 
@@ -134,44 +133,11 @@ class MigrationBase(VdpaTest):
         """The device the source is not on, recreated (clean state, its own MAC)."""
         return self.fresh_device(1 - self.src_index)
 
-    def _adopt(self, parked: ParkedGuest, name: str, spec: GuestSpec) -> Guest | None:
-        """Take over a parked guest after checking it: agent, running, vhost, traffic. On a
-        failed check it is stopped, the reason recorded, and None returned (boot one)."""
+    def _adopt(self, parked: ParkedGuest, name: str, spec: GuestSpec) -> Guest:
+        """Take over a parked guest and check it as a precondition: agent, running, vhost,
+        traffic. A shared guest that fails that fails the test, loudly, naming where the
+        guest came from (a retry runs on a guest of its own and tells the two apart)."""
         assert self.pool is not None
-        vm: VdpaMachine | None = None
-        try:
-            vm = VdpaMachine.adopt(parked, self.pool.dir, name=name, workdir=self.outdir,
-                                   log=self.log)  # fmt: skip
-            self.machines.append(vm)
-            agent = GuestAgent(parked.agent_socket_path, log=self.outdir / f"{name}.agent.log")
-            self.agents.append(agent)
-            guest = Guest(vm, agent, self._original(parked.device))
-            guest.iface, guest.spec = parked.iface, spec
-            guest.first_test, guest.tests_served = parked.first_test, parked.tests_served
-            guest.booted_at = parked.booted_at
-            guest.wait_ready(15.0)
-            state = vm.qmp("query-status", timeout=10.0)["status"]
-            if state != "running":
-                raise AssertionError(f"the shared guest is {state!r}, not running")
-            vm.check_vhost()
-            guest.find_iface()
-            self.traffic(guest, label="shared_guest_before")
-        except Exception as exc:  # noqa: BLE001 - any failed check: boot a guest instead
-            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            crash = vm.crash.signal if vm is not None and vm.crash is not None else None
-            self.measurements["shared_guest_rejected"] = {
-                "from": parked.last_test, "vm": parked.name, "why": why[:300], "crash": crash,
-            }  # fmt: skip
-            self.log.warning("the guest %s left (%s) failed its check: %s; booting one",
-                             parked.last_test, parked.name, why)  # fmt: skip
-            if vm is not None:
-                self.machines.remove(vm)
-                vm.kill()
-            else:
-                kill_guest(self.pool.dir, parked.pid)
-            return None
-        self.src_index = parked.device_index
-        self.guests.append(guest)
         self.measurements["source_guest"] = {
             "shared_from": parked.last_test,
             "vm": parked.name,
@@ -179,6 +145,36 @@ class MigrationBase(VdpaTest):
             "tests_before": parked.tests_served,
             "age_s": round(time.time() - parked.booted_at, 1),
         }
+        try:
+            vm = VdpaMachine.adopt(parked, self.pool.dir, name=name, workdir=self.outdir,
+                                   log=self.log)  # fmt: skip
+        except Exception:
+            kill_guest(self.pool.dir, parked.pid)
+            raise
+        self.machines.append(vm)
+        agent = GuestAgent(parked.agent_socket_path, log=self.outdir / f"{name}.agent.log")
+        self.agents.append(agent)
+        guest = Guest(vm, agent, self._original(parked.device))
+        guest.iface, guest.spec = parked.iface, spec
+        guest.first_test, guest.tests_served = parked.first_test, parked.tests_served
+        guest.booted_at = parked.booted_at
+        self.guests.append(guest)
+        self.src_index = parked.device_index
+        try:
+            guest.wait_ready(15.0)
+            state = vm.qmp("query-status", timeout=10.0)["status"]
+            if state != "running":
+                self.fail(f"the shared guest is {state!r}, not running")
+            vm.check_vhost()
+            guest.find_iface()
+            self.traffic(guest, label="shared_guest_before")
+        except (AssertionError, AgentError) as exc:  # QemuFailure is an AssertionError
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.measurements["source_guest"]["check_failed"] = why[:300]
+            if isinstance(exc, QemuCrashed):
+                raise  # a crash stays a crash (its signature decides retries and bisects)
+            self.fail(f"the source guest the {parked.name} of {parked.last_test} left running "
+                      f"failed its check before this test: {why}")  # fmt: skip
         return guest
 
     def park_survivor(self) -> None:
@@ -200,7 +196,10 @@ class MigrationBase(VdpaTest):
             if guest.mac().lower() != original.mac.lower():
                 # Back to the device's own MAC (via CVQ): what a fresh device has.
                 guest.run(f"ip link set {guest.iface} address {original.mac}", timeout=10.0)
-                if str(self.env.config(original.name).get("mac", "")).lower() != original.mac:
+                if (
+                    str(self.env.config(original.name).get("mac", "")).lower()
+                    != original.mac.lower()
+                ):
                     return False
         except Exception as exc:  # noqa: BLE001 - not sound enough to hand on
             self.log.info("not handing %s on: %s", vm.name, str(exc).splitlines()[:1])

@@ -107,9 +107,10 @@ def shared_guest_text(source: Any) -> str | None:
         return None
     nth = int(source.get("tests_before", 0)) + 1
     age = float(source.get("age_s", 0))
+    failed = f"; it failed its check: {source['check_failed']}" if "check_failed" in source else ""
     return (
         f"source: the {source.get('vm', 'guest')} {source['shared_from']} left running "
-        f"(its test {nth}, up {age:.0f} s)"
+        f"(its test {nth}, up {age:.0f} s){failed}"
     )
 
 
@@ -128,13 +129,6 @@ def measurement_parts(m: dict[str, Any]) -> list[str]:
         vm = f" ({crash['vm']})" if crash.get("vm") else ""
         take("crash", f"crashed: {crash['signal']}{vm}")
     take("source_guest", shared_guest_text(m.get("source_guest")))
-    rejected = m.get("shared_guest_rejected")
-    if isinstance(rejected, dict):
-        take(
-            "shared_guest_rejected",
-            f"the guest {rejected.get('from')} left failed its check ({rejected.get('why')}): "
-            "booted one",
-        )
     if "maps_in_downtime" in m and "guest_maps" in m:
         take("maps_in_downtime", f"maps in downtime {m['maps_in_downtime']} of {m['guest_maps']}")
     if "maps_on_main_thread" in m and m.get("guest_maps"):
