@@ -43,6 +43,9 @@ def one_run(n: int, args: list[str]) -> dict[str, Any]:
     facts = summary.get("environment", {}).get("facts", {})
     total_boots = boots(out)
     died = len(facts.get("l1_retries", []))  # every lost test VM is recorded there
+    # Tests that started from a guest an earlier test left running (guestpool).
+    sources = [(t.get("measurements") or {}).get("source_guest") for t in summary.get("tests", [])]
+    shared = [s for s in sources if isinstance(s, dict)]
     verdict_line = next(
         (ln for ln in proc.stdout.splitlines() if ln.startswith("seriesgate: verdict")), ""
     )
@@ -57,6 +60,8 @@ def one_run(n: int, args: list[str]) -> dict[str, Any]:
         "boots": total_boots,
         "l1_deaths": died,
         "baseline_reused": bool(facts.get("baseline_reuse")),
+        "tests_on_shared_guests": len(shared),
+        "shared_guest_checks_failed": sum("check_failed" in s for s in shared),
         "results": str(out),
     }
 
@@ -76,7 +81,8 @@ def main() -> int:
         print(
             f"run {n}: {r['wall_s']:.0f} s {ok} (target <= {target:.0f} s) exit {r['exit']} "
             f"verdict {r['verdict']} baseline {'reused' if r['baseline_reused'] else 'measured'} "
-            f"boots {r['boots']} L1 deaths {r['l1_deaths']}",
+            f"boots {r['boots']} L1 deaths {r['l1_deaths']} tests on shared guests "
+            f"{r['tests_on_shared_guests']} (check failed {r['shared_guest_checks_failed']})",
             flush=True,
         )
         print(f"  {stages}", flush=True)
