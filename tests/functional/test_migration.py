@@ -161,12 +161,27 @@ class MigrationBase(VdpaTest):
         self.guests.append(guest)
         self.src_index = parked.device_index
         try:
-            guest.wait_ready(15.0)
+            try:
+                guest.wait_ready(15.0)
+                guest.find_iface()
+            except AgentError as exc:
+                # Seen once in 5 adoptions (repaired build, 2026-12-07): the first command on
+                # the new agent connection got a reply of the previous test's again, then
+                # the connection was reset. The protocol's nonces make a second connection
+                # safe: one more, then the check is the check.
+                self.log.warning("shared guest's agent: %s; connecting again", exc)
+                self.measurements["source_guest"]["agent_reconnects"] = 1
+                agent.close()
+                agent = guest.agent = GuestAgent(
+                    parked.agent_socket_path, log=self.outdir / f"{name}.agent.log"
+                )
+                self.agents.append(agent)
+                guest.wait_ready(15.0)
+                guest.find_iface()
             state = vm.qmp("query-status", timeout=10.0)["status"]
             if state != "running":
                 self.fail(f"the shared guest is {state!r}, not running")
             vm.check_vhost()
-            guest.find_iface()
             self.traffic(guest, label="shared_guest_before")
         except (AssertionError, AgentError) as exc:  # QemuFailure is an AssertionError
             why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -365,6 +380,31 @@ class MigrationCorrectness(MigrationBase):
             self.fail(f"destination device {dev_b.name} MAC is {dst_mac}; the guest set "
                       f"{NEW_MAC} via CVQ before migration")  # fmt: skip
         self.measurements["guest_datapath_gap_ms"] = self.stream_gap_ms(dst)
+        self.traffic(dst, label="after_migration")
+
+
+# Avocado runs the classes in this order: the ones whose source is a plain guest come first,
+# so each can start from the guest the one before left; x-svq=on guests serve only SVQ tests.
+class MigrationAfterIntrospection(MigrationBase):
+    """:avocado: tags=migration,core,expect:holds-on-both
+    :avocado: enable
+    """
+
+    def test_destination_introspected_before_incoming(self) -> None:
+        """Management software lists device properties before migrating (libvirt does).
+
+        ``device-list-properties`` creates and frees a temporary virtio-net-pci object. A
+        migration handler registered per instance must not outlive it: the migration that
+        follows must complete, without a crash, with traffic on the destination.
+        """
+        src = self.start_source(self.spec())
+        self.start_stream(src)
+        dst = self.start("destination", self.dest_device(), self.spec(), incoming=True)
+        props = dst.machine.qmp("device-list-properties", typename="virtio-net-pci")
+        self.measurements["introspected_properties"] = len(props)
+        rec = self.run_migration(src, dst)
+        self.assert_completed(rec, src, dst)
+        self.measurements.update(rec.summary())
         self.traffic(dst, label="after_migration")
 
 
@@ -608,26 +648,3 @@ class MigrationDestinationFaults(MigrationBase):
             self.measurements["missing"] = self._failing(dev_b, self.spec(), "missing device")
         finally:
             vdpa.dev_add(dev_b.name, dev_b.mac, dev_b.mgmtdev)
-
-
-class MigrationAfterIntrospection(MigrationBase):
-    """:avocado: tags=migration,core,expect:holds-on-both
-    :avocado: enable
-    """
-
-    def test_destination_introspected_before_incoming(self) -> None:
-        """Management software lists device properties before migrating (libvirt does).
-
-        ``device-list-properties`` creates and frees a temporary virtio-net-pci object. A
-        migration handler registered per instance must not outlive it: the migration that
-        follows must complete, without a crash, with traffic on the destination.
-        """
-        src = self.start_source(self.spec())
-        self.start_stream(src)
-        dst = self.start("destination", self.dest_device(), self.spec(), incoming=True)
-        props = dst.machine.qmp("device-list-properties", typename="virtio-net-pci")
-        self.measurements["introspected_properties"] = len(props)
-        rec = self.run_migration(src, dst)
-        self.assert_completed(rec, src, dst)
-        self.measurements.update(rec.summary())
-        self.traffic(dst, label="after_migration")

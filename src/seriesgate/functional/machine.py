@@ -381,9 +381,12 @@ class VdpaMachine:
         why = (
             " (status 0 under -no-reboot: the guest reset or powered off, e.g. a triple fault"
             " or a panic; see the console)"
-            if rc == 0 and "-no-reboot" in self.args
+            if rc == 0 and "-no-reboot" in self.command_line
             else ""
         )
+        shutdown = [e for e in self.events if e.get("event") == "SHUTDOWN"]
+        if shutdown:  # QEMU says why: guest-reset, guest-shutdown, host-qmp-quit, ...
+            why += f" (QMP SHUTDOWN event: {shutdown[-1].get('data', {}).get('reason')})"
         raise QemuExited(
             f"{self.name}: QEMU exited with status {rc}{what}{why}\n{self.failure_context()}"
         )
