@@ -88,6 +88,8 @@ JOB_SIDE = textwrap.dedent(
                              check=True)
         return int(run.stdout)
 
+    assert not guestpool.is_subreaper()
+    assert guestpool.become_subreaper() and guestpool.is_subreaper()  # what jobs.main does
     with guestpool.job_pool(pool_dir):
         crashed = test()
         (pool_dir / f"{crashed}.json").write_text("{}")

@@ -44,6 +44,7 @@ from typing import Any
 SHARE_GUESTS_ENV = "SERIESGATE_SHARE_GUESTS"
 POOL_PARAM = "guest_pool"  # the Avocado parameter (-p guest_pool=DIR) that enables sharing
 PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
 REAP_EVERY = 0.1
 EXIT_UNKNOWN = 255  # gone, but no exit status recorded (reaped elsewhere)
 
@@ -216,7 +217,10 @@ def reap_once(pool_dir: Path) -> list[int]:
 
 
 def become_subreaper() -> bool:
-    """Make this process the reaper of its orphaned descendants (Linux); False if not."""
+    """Make this process the reaper of its orphaned descendants (Linux); False if not.
+
+    For a process that runs jobs and nothing else (``python -m seriesgate.functional.jobs``):
+    every orphan below it becomes its child, to be reaped by it."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
@@ -224,12 +228,24 @@ def become_subreaper() -> bool:
         return False
 
 
+def is_subreaper() -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        flag = ctypes.c_int(0)
+        ok = int(libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+    return ok and flag.value != 0
+
+
 @contextlib.contextmanager
 def job_pool(pool_dir: Path) -> Iterator[Path]:
     """A pool for one job: reaps parked guests while it runs, kills the rest at its end."""
     pool_dir.mkdir(parents=True, exist_ok=True)
-    if not become_subreaper():
-        log.warning("cannot become a child subreaper: a shared guest's exit status is lost")
+    if not is_subreaper():
+        log.warning(
+            "not a child subreaper (become_subreaper): a shared guest's exit status is lost"
+        )
     stop = threading.Event()
 
     def reaper() -> None:

@@ -355,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="crash signatures an earlier boot's retries reproduced: not retried again",
     )
     args = parser.parse_args(argv)
+    # This process only drives jobs: QEMUs a test parks for the next are reaped here.
+    guestpool.become_subreaper()
     reproduced = []
     if args.reproduced_crashes:
         from seriesgate.functional.retry import ReproducedCrash
