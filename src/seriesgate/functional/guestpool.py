@@ -122,6 +122,7 @@ class GuestPool:
         return sorted(self.dir.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
 
     def park(self, guest: ParkedGuest) -> None:
+        exit_path(self.dir, guest.pid).unlink(missing_ok=True)  # an earlier process's pid
         tmp = self.dir / f".{guest.pid}.tmp"
         tmp.write_text(json.dumps(guest.to_json(), indent=1) + "\n")
         tmp.rename(self.dir / f"{guest.pid}.json")
@@ -155,12 +156,10 @@ class GuestPool:
             (self.dir / f"{guest.pid}.json").unlink(missing_ok=True)
         return evicted
 
-    def wait_exit(self, pid: int, timeout: float) -> int | None:
-        """The return code once the reaper recorded it (or the process is gone), else None."""
-        return wait_exit(self.dir, pid, timeout)
-
 
 def wait_exit(pool_dir: Path, pid: int, timeout: float) -> int | None:
+    """The return code once the reaper recorded it (:data:`EXIT_UNKNOWN` when the process is
+    gone and nobody records it), or None after ``timeout``."""
     deadline = time.monotonic() + timeout
     gone_since: float | None = None
     while True:

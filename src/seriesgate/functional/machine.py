@@ -274,9 +274,19 @@ class VdpaMachine:
             preexec_fn=self._preexec,  # noqa: PLW1509 - single-threaded at this point
         )
         self._launched_at = time.monotonic()
+        if not self._connect_qmp(timeout, "while starting"):
+            self.kill()
+            raise QemuTimeout(
+                f"{self.name}: QMP socket not up after {timeout:.0f} s\n{self.failure_context()}"
+            )
+        self.log.info("%s: QMP connected, pid %d", self.name, self._proc.pid)
+
+    def _connect_qmp(self, timeout: float, doing: str) -> bool:
+        """Connect QMP to the socket QEMU listens on; False after ``timeout`` (a QEMU that
+        dies meanwhile raises QemuCrashed/QemuExited)."""
         deadline = time.monotonic() + timeout
         while True:
-            self.check_alive("while starting")
+            self.check_alive(doing)
             if self.qmp_path.exists():
                 qmp = QEMUMonitorProtocol(str(self.qmp_path))
                 try:
@@ -285,15 +295,10 @@ class VdpaMachine:
                     qmp.close()
                 else:
                     self._qmp = qmp
-                    break
+                    return True
             if time.monotonic() > deadline:
-                self.kill()
-                raise QemuTimeout(
-                    f"{self.name}: QMP socket not up after {timeout:.0f} s\n"
-                    f"{self.failure_context()}"
-                )
+                return False
             time.sleep(0.05)
-        self.log.info("%s: QMP connected, pid %d", self.name, self._proc.pid)
 
     @classmethod
     def adopt(
@@ -319,20 +324,8 @@ class VdpaMachine:
         vm._argv = cmdline.read_text().split() if cmdline.exists() else [parked.binary]
         vm._proc = AdoptedProcess(parked.pid, pool_dir)
         vm._launched_at = time.monotonic()
-        deadline = time.monotonic() + timeout
-        while True:
-            vm.check_alive("while adopting it")
-            qmp = QEMUMonitorProtocol(str(vm.qmp_path))
-            try:
-                qmp.connect()
-            except (QMPError, OSError):
-                qmp.close()
-            else:
-                vm._qmp = qmp
-                break
-            if time.monotonic() > deadline:
-                raise QemuTimeout(f"{name}: parked QEMU (pid {parked.pid}) did not accept QMP")
-            time.sleep(0.1)
+        if not vm._connect_qmp(timeout, "while adopting it"):
+            raise QemuTimeout(f"{name}: parked QEMU (pid {parked.pid}) did not accept QMP")
         vm.log.info("%s: adopted %s (pid %d) of %s", name, parked.name, parked.pid,
                     parked.last_test)  # fmt: skip
         return vm
