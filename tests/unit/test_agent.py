@@ -26,6 +26,7 @@ from seriesgate.testenv.agent import (
     FrameParser,
     GuestAgent,
     Pong,
+    Ready,
     Result,
     encode_ping,
     encode_run,
@@ -85,6 +86,19 @@ def test_parser_on_real_l2_transcript_in_random_chunks() -> None:
             events += parser.feed(stream[pos : pos + step])
             pos += step
         assert events == whole
+
+
+def test_parser_sees_sgready_after_an_echoed_ping() -> None:
+    # A real boot (baseline, 2026-12-07): the agent's SGREADY came on the line of the echo
+    # of a ping sent before the tty went raw; missed, it cost 3 s of boot.
+    stream = _transcript_stream("l2-agent-transcript-ready-after-echo.log")
+    events = FrameParser().feed(stream)
+    assert events[0] == Ready()
+    for glued in (b"SGPINGSGREADY\n", b"SGPSGREADY\n", b"SGPING SGREADY\r\n", b"SGREADY\n"):
+        assert FrameParser().feed(glued) == [Ready()]
+    # Inside a command's output block it is output, not the agent restarting.
+    body = base64.b64encode(b"x").decode()
+    assert FrameParser().feed(f"SGBEGIN n\nSGREADY\n{body}\nSGEND n 0\n".encode()) == []
 
 
 def test_l2_qemu_args_wire_console_and_agent(tmp_path: Path) -> None:
