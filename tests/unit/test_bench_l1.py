@@ -147,6 +147,7 @@ def test_the_summary_names_each_variant_and_every_pair(capsys: pytest.CaptureFix
     ]
     s = b.summary(boots, "smp1")
     assert (s["boots"], s["deaths"], s["smp"], s["died_at"]) == (2, 1, [1], [[1, 48.0]])
+    assert s["median_l1_s"] == 48.0  # the boot without an l1-timing.json does not count
     b.print_summary(boots, ["smp2", "smp1"], {"smp2": "7.2 L1_SMP=2", "smp1": "7.2 L1_SMP=1"})
     out = capsys.readouterr().out
     assert "died 1/2" in out
