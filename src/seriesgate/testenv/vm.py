@@ -38,7 +38,11 @@ from seriesgate.testenv.inside import SETUP_FAILED, RunSpec
 # crashes within 64-353 s in CI dry runs, 1 GiB with 668-1254 s: 1 GiB until that is
 # understood (the overrun test then sizes down).
 L1_MEMORY_MB = 1024
-# L1 vCPUs (-smp); $SERIESGATE_L1_SMP (an integer >= 1) overrides it.
+# L1 vCPUs (-smp); $SERIESGATE_L1_SMP (an integer >= 1) overrides it. Two, by measurement
+# (ci/bench_l1.py, docs/findings.md §5b): on 2026-12-07, 13 interleaved migration-group boots
+# each, 2 vCPUs died once (a triple fault), 1 vCPU never (Fisher p = 1.0: no difference), but
+# 1 vCPU took 146 s of L1 per boot against 101 s (+45%) and failed 14 of 52 baseline tests
+# ("after_migration: guest did not transmit"), 2 vCPUs 2 of 48 on the boots that survived.
 L1_SMP_ENV = "SERIESGATE_L1_SMP"
 L1_SMP = 2
 # -cpu max under TCG offers svm (nested KVM for L2); under KVM -cpu host (vmx/svm where the
