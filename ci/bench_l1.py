@@ -1,22 +1,32 @@
 #!/usr/bin/env python3
-"""How often the L1 test VM dies, per L1 QEMU: boots of the migration group, interleaved.
+"""How often the L1 test VM dies, per L1 configuration: migration-group boots, interleaved.
 
     make bench-l1                 (or: .venv/bin/python ci/bench_l1.py [--boots N]
                                    [--qemu system --qemu backports] [--until HH:MM])
+    .venv/bin/python ci/bench_l1.py --variant smp2=SERIESGATE_L1_SMP=2 \
+                                    --variant smp1=SERIESGATE_L1_SMP=1
 
-For each of N rounds, one boot per L1 QEMU (``$SERIESGATE_L1_QEMU``: ``system`` = Debian's
-7.2, ``backports`` = bookworm-backports' 10.0, or a path), the order alternating round by
-round, so the machine's noise hits both alike. Each boot is one ``seriesgate functional``
-run of the migration group's classes (``TESTS``) on the cached baseline build, no retry
-(``seriesgate functional`` never reuses stored baseline results). Per boot: whether L1 died
+A variant is a name and the environment its boots run with: ``--qemu Q`` is the variant
+``Q`` with ``SERIESGATE_L1_QEMU=Q`` (``system`` = Debian's 7.2, ``backports`` =
+bookworm-backports' 10.0, or a path); ``--variant NAME=VAR=VALUE[,VAR=VALUE...]`` sets any
+variables (e.g. ``SERIESGATE_L1_SMP``). Default: ``--qemu system --qemu backports``.
+
+For each of N rounds, one boot per variant, the order alternating round by round (reversed
+every other round), so the machine's noise hits all alike. Each boot is one
+``seriesgate functional`` run of the migration group's classes (``TESTS``) on the cached
+baseline build, no retry (``seriesgate functional`` never reuses stored baseline results).
+Per boot: whether L1 died
 and how (the console's panic/Oops line, a triple fault in l1-qemu.log, a wedge or hang),
 ``l1-timing.json``'s boot_to_command_s, the L2 guests' boot to agent ready (the tests'
 "guest agent ready in X s" log lines) and the wall time. Prints one line per boot and a
-summary per QEMU; writes ``bench-l1.json`` (rewritten after every boot) in the results dir.
+summary per variant; writes ``bench-l1.json`` (rewritten after every boot) in the results dir.
 
 ``--until HH:MM`` (UTC): start a round only if it can end by then (estimated from the
 slowest round so far); a boot still running then is stopped (SIGTERM), none starts after it,
-and that round is not counted for either QEMU.
+and that round is not counted for any variant.
+
+The boots run ``python -m seriesgate`` with this interpreter and this checkout's ``src`` first
+on ``$PYTHONPATH`` (forwarded into L1), so a git worktree measures its own code.
 """
 
 from __future__ import annotations
@@ -115,7 +125,7 @@ def test_counts(stdout: str) -> dict[str, int]:
 
 def fisher_p(deaths_a: int, boots_a: int, deaths_b: int, boots_b: int) -> float:
     """Two-sided Fisher exact test: how likely death counts at least this lopsided are when
-    both L1 QEMUs die at the same rate (the tables no more likely than the observed one).
+    both variants die at the same rate (the tables no more likely than the observed one).
 
     >>> fisher_p(1, 20, 1, 20)
     1.0
@@ -137,9 +147,72 @@ def median(values: list[float]) -> float | None:
     return round(statistics.median(values), 2) if values else None
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A configuration to measure: a name and the environment its boots run with."""
+
+    name: str
+    env: dict[str, str]
+
+
+def parse_variant(text: str) -> Variant:
+    """``NAME=VAR=VALUE[,VAR=VALUE...]`` (the --variant argument). A comma starts the next
+    setting only before an upper-case ``VAR=``, so a value may hold commas
+    (``SERIESGATE_L1_ACCEL=tcg,thread=single``).
+
+    >>> parse_variant("smp1=SERIESGATE_L1_SMP=1,SERIESGATE_L1_QEMU=system")
+    Variant(name='smp1', env={'SERIESGATE_L1_SMP': '1', 'SERIESGATE_L1_QEMU': 'system'})
+    """
+    name, sep, settings = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
+        raise ValueError(f"--variant {text!r}: expected NAME=VAR=VALUE[,VAR=VALUE...]")
+    env: dict[str, str] = {}
+    for item in re.split(r",(?=[A-Z_][A-Z0-9_]*=)", settings):
+        var, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", var):
+            raise ValueError(f"--variant {text!r}: {item!r} is not VAR=VALUE")
+        if var in env:
+            raise ValueError(f"--variant {text!r}: {var} set twice")
+        env[var] = value
+    return Variant(name, env)
+
+
+def variants_of(qemus: list[str] | None, variants: list[str] | None) -> list[Variant]:
+    """The variants of ``--qemu`` (each ``SERIESGATE_L1_QEMU=Q``) then ``--variant``
+    arguments; neither: ``system`` and ``backports``. Names must differ.
+
+    >>> [v.name for v in variants_of(None, None)]
+    ['system', 'backports']
+    >>> variants_of(["system"], None)
+    [Variant(name='system', env={'SERIESGATE_L1_QEMU': 'system'})]
+    """
+    if not qemus and not variants:
+        qemus = ["system", "backports"]
+    found = [Variant(q, {"SERIESGATE_L1_QEMU": q}) for q in qemus or []]
+    found += [parse_variant(v) for v in variants or []]
+    names = [v.name for v in found]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"variant {name!r} given twice")
+    return found
+
+
+def child_env(variant: Variant, base: dict[str, str]) -> dict[str, str]:
+    """The environment of a boot: ``base`` (ours), this checkout's src first on PYTHONPATH,
+    then the variant's variables.
+
+    >>> e = child_env(Variant("x", {"SERIESGATE_L1_SMP": "1"}), {"PYTHONPATH": "/a"})
+    >>> e["SERIESGATE_L1_SMP"], e["PYTHONPATH"] == f"{ROOT / 'src'}:/a"
+    ('1', True)
+    """
+    src = str(ROOT / "src")
+    path = [p for p in base.get("PYTHONPATH", "").split(":") if p and p != src]
+    return {**base, "PYTHONPATH": ":".join([src, *path]), **variant.env}
+
+
 @dataclass
 class Boot:
-    qemu: str
+    qemu: str  # the variant's name (an L1 QEMU choice in benches from before --variant)
     round: int
     results_dir: str
     exit_code: int | None
@@ -150,7 +223,8 @@ class Boot:
     l1_total_s: float | None = None
     l2_ready_s: list[float] = field(default_factory=list)
     tests: dict[str, int] = field(default_factory=dict)
-    cut: bool = False  # its round was stopped at --until: not counted (equal counts per QEMU)
+    cut: bool = False  # its round was stopped at --until: not counted (equal counts per variant)
+    smp: int | None = None  # the L1 vCPUs of this boot (l1-timing.json; None before it said)
 
 
 def read_boot(
@@ -164,6 +238,7 @@ def read_boot(
     timing = json.loads(text("l1-timing.json") or "{}")
     boot.boot_to_command_s = timing.get("boot_to_command_s")
     boot.l1_total_s = timing.get("total_s")
+    boot.smp = timing.get("smp")
     if not cut:
         boot.died = l1_death(text("l1-console.log"), text("l1-qemu.log"), text("stderr.log"))
     boot.boot_crashes = boot_crashes(results_dir)
@@ -174,6 +249,7 @@ def read_boot(
 
 def summary(boots: list[Boot], qemu: str) -> dict[str, Any]:
     mine = [b for b in boots if b.qemu == qemu and not b.cut]
+    smps = sorted({b.smp for b in mine if b.smp is not None})
     ready = [t for b in mine for t in b.l2_ready_s]
     uptime = sum(b.l1_total_s or 0.0 for b in mine)
     deaths = [b for b in mine if b.died]
@@ -183,6 +259,8 @@ def summary(boots: list[Boot], qemu: str) -> dict[str, Any]:
         "deaths": len(deaths),
         "boot_crashes": sum(len(b.boot_crashes) for b in mine),
         "how": [b.died for b in deaths],
+        "died_at": [[b.round, b.l1_total_s] for b in deaths],  # round, L1 seconds at its end
+        "smp": smps,
         "l1_uptime_s": round(uptime, 1),
         "median_boot_to_command_s": median(
             [b.boot_to_command_s for b in mine if b.boot_to_command_s is not None]
@@ -190,6 +268,9 @@ def summary(boots: list[Boot], qemu: str) -> dict[str, Any]:
         "median_l2_ready_s": median(ready),
         "l2_guests": len(ready),
         "median_wall_s": median([b.wall_s for b in mine]),
+        # The L1's own time (l1-timing.json total_s): the wall without a wait for the L1 lock
+        # (another party's L1 run between two boots) nor the host-side setup.
+        "median_l1_s": median([b.l1_total_s for b in mine if b.l1_total_s is not None]),
         "median_wall_s_survived": median([b.wall_s for b in mine if not b.died]),
     }
 
@@ -199,11 +280,11 @@ def summary_line(s: dict[str, Any], version: str) -> str:
         return "-" if v is None else f"{v:.2f}"
 
     return (
-        f"{s['qemu']:<10} {version:<48} died {s['deaths']}/{s['boots']} "
+        f"{s['qemu']:<10} {version:<56} died {s['deaths']}/{s['boots']} "
         f"(+{s['boot_crashes']} boot crashes retried) in {s['l1_uptime_s']:.0f} s of L1; "
         f"boot-to-command {num(s['median_boot_to_command_s'])} s, "
         f"L2 ready {num(s['median_l2_ready_s'])} s (n={s['l2_guests']}), "
-        f"wall {num(s['median_wall_s'])} s (median)"
+        f"wall {num(s['median_wall_s'])} s, L1 {num(s.get('median_l1_s'))} s (medians)"
     )
 
 
@@ -211,13 +292,15 @@ def print_summary(boots: list[Boot], qemus: list[str], versions: dict[str, str])
     sums = [summary(boots, q) for q in qemus]
     for s in sums:
         print(summary_line(s, versions[s["qemu"]]))
-    if len(sums) == 2:
-        a, b = sums
-        p = fisher_p(a["deaths"], a["boots"], b["deaths"], b["boots"])
-        print(
-            f"death counts {a['deaths']}/{a['boots']} vs {b['deaths']}/{b['boots']}: "
-            f"two-sided Fisher exact p = {p:.3f}"
-        )
+        for how, (rnd, at) in zip(s["how"], s.get("died_at", []), strict=False):
+            print(f"    round {rnd}: {how} (L1 ended at {at} s)")
+    for i, a in enumerate(sums):
+        for b in sums[i + 1 :]:
+            p = fisher_p(a["deaths"], a["boots"], b["deaths"], b["boots"])
+            print(
+                f"{a['qemu']} vs {b['qemu']}: death counts {a['deaths']}/{a['boots']} vs "
+                f"{b['deaths']}/{b['boots']}: two-sided Fisher exact p = {p:.3f}"
+            )
 
 
 # -- running -----------------------------------------------------------------------------------
@@ -238,19 +321,28 @@ def find_baseline() -> Path:
     raise SystemExit("no baseline build found: pass --baseline PATH")
 
 
-def qemu_version(choice: str) -> str:
+def qemu_version(choice: str | None) -> str:
     from seriesgate.testenv import l1qemu
 
     return l1qemu.version(l1qemu.resolve(choice))
 
 
+def describe(variant: Variant) -> str:
+    """The variant's L1 QEMU version and its settings other than the QEMU choice."""
+    qemu = variant.env.get("SERIESGATE_L1_QEMU", os.environ.get("SERIESGATE_L1_QEMU"))
+    extra = [f"{k}={v}" for k, v in variant.env.items() if k != "SERIESGATE_L1_QEMU"]
+    return " ".join([qemu_version(qemu), *extra])
+
+
 def run_boot(
-    qemu: str, baseline: Path, results_dir: Path, deadline: float | None
+    variant: Variant, baseline: Path, results_dir: Path, deadline: float | None
 ) -> tuple[int | None, float, bool]:
-    """One ``seriesgate functional`` run with this L1 QEMU; (exit code, wall, cut)."""
+    """One ``seriesgate functional`` run in this variant; (exit code, wall, cut)."""
     results_dir.mkdir(parents=True)
     argv = [
-        str(ROOT / ".venv" / "bin" / "seriesgate"),
+        sys.executable,
+        "-m",
+        "seriesgate",
         "functional",
         "--build",
         "baseline",
@@ -264,7 +356,7 @@ def run_boot(
         argv += ["--firmware-dir", d]
     for test in TESTS:
         argv += ["--test", test]
-    env = {**os.environ, "SERIESGATE_L1_QEMU": qemu}
+    env = child_env(variant, dict(os.environ))
     started = time.monotonic()
     with open(results_dir / "stdout.log", "w") as out, open(results_dir / "stderr.log", "w") as err:
         child = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=err)
@@ -294,8 +386,14 @@ def until_epoch(hhmm: str) -> float:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--boots", type=int, default=20, help="boots per L1 QEMU (default 20)")
+    p.add_argument("--boots", type=int, default=20, help="boots per variant (default 20)")
     p.add_argument("--qemu", action="append", help="L1 QEMU (system, backports or a path)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME=VAR=VALUE[,VAR=VALUE]",
+        help="a configuration: its name and environment (repeatable; after the --qemu ones)",
+    )
     p.add_argument("--baseline", type=Path, help="the QEMU under test (default: newest baseline)")
     p.add_argument("--until", help="UTC HH:MM: no boot runs past it (rounds that fit only)")
     p.add_argument("--results-dir", type=Path)
@@ -305,16 +403,20 @@ def main() -> int:
         record = json.loads(args.summarize.read_text())
         done = [Boot(**b) for b in record["boots"]]
         names = [s["qemu"] for s in record["summary"]]
-        print_summary(done, names, record["l1_qemu_versions"])
+        print_summary(done, names, record.get("variant_descriptions", record["l1_qemu_versions"]))
         return 0
-    qemus = args.qemu or ["system", "backports"]
+    try:
+        variants = variants_of(args.qemu, args.variant)
+    except ValueError as exc:
+        p.error(str(exc))
+    qemus = [v.name for v in variants]
     baseline = (args.baseline or find_baseline()).resolve()
     out = args.results_dir or ROOT / "results" / time.strftime("bench-l1-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    versions = {q: qemu_version(q) for q in qemus}
+    descriptions = {v.name: describe(v) for v in variants}
     deadline = until_epoch(args.until) if args.until else None
     command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    print(f"bench-l1: {baseline} on L1 QEMUs {versions}; results {out}", flush=True)
+    print(f"bench-l1: {baseline} in variants {descriptions}; results {out}", flush=True)
     boots: list[Boot] = []
     slowest_round = 0.0
     for rnd in range(1, args.boots + 1):
@@ -322,32 +424,34 @@ def main() -> int:
             print(f"bench-l1: stopping before round {rnd}: it would not end by {args.until} UTC")
             break
         round_start = time.monotonic()
-        order = qemus if rnd % 2 else list(reversed(qemus))
-        for qemu in order:
+        order = variants if rnd % 2 else list(reversed(variants))
+        for variant in order:
+            qemu = variant.name
             if deadline is not None and time.time() >= deadline:
                 print(f"bench-l1: {args.until} UTC reached: round {rnd} not counted")
                 break
             bdir = out / f"round-{rnd:02d}-{qemu.replace('/', '_')}"
-            code, wall, cut = run_boot(qemu, baseline, bdir, deadline)
+            code, wall, cut = run_boot(variant, baseline, bdir, deadline)
             boot = read_boot(qemu, rnd, bdir, code, wall, cut)
             boots.append(boot)
             state = "CUT at --until" if cut else f"DIED: {boot.died}" if boot.died else "ok"
             print(
                 f"round {rnd:2d} {qemu:<10} {state}; exit {code}; wall {wall:.0f} s; "
-                f"boot-to-command {boot.boot_to_command_s} s; L2 ready {boot.l2_ready_s}; "
+                f"smp {boot.smp}; boot-to-command {boot.boot_to_command_s} s; "
+                f"L2 ready {boot.l2_ready_s}; "
                 f"tests {boot.tests}"
                 + (f"; boot crashes {boot.boot_crashes}" if boot.boot_crashes else ""),
                 flush=True,
             )
-            write(out, command, baseline, versions, boots, qemus)
+            write(out, command, baseline, variants, descriptions, boots)
         this_round = [b for b in boots if b.round == rnd]
         if len(this_round) < len(qemus) or any(b.cut for b in this_round):
             for b in this_round:
                 b.cut = True  # a partial round would make the counts unequal
-            write(out, command, baseline, versions, boots, qemus)
+            write(out, command, baseline, variants, descriptions, boots)
             break
         slowest_round = max(slowest_round, time.monotonic() - round_start)
-    print_summary(boots, qemus, versions)
+    print_summary(boots, qemus, descriptions)
     print(f"bench-l1: {out / 'bench-l1.json'}")
     return 0
 
@@ -356,16 +460,18 @@ def write(
     out: Path,
     command: str,
     baseline: Path,
-    versions: dict[str, str],
+    variants: list[Variant],
+    descriptions: dict[str, str],
     boots: list[Boot],
-    qemus: list[str],
 ) -> None:
     record = {
         "command": command,
         "baseline": str(baseline),
         "tests": list(TESTS),
-        "l1_qemu_versions": versions,
-        "summary": [summary(boots, q) for q in qemus],
+        "variants": {v.name: v.env for v in variants},
+        "variant_descriptions": descriptions,
+        "l1_qemu_versions": descriptions,  # the key benches before --variant wrote
+        "summary": [summary(boots, v.name) for v in variants],
         "boots": [asdict(b) for b in boots],
     }
     (out / "bench-l1.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 from seriesgate.paths import PROJECT_ROOT
 
 DATA = Path(__file__).parent / "data" / "l1deaths"
@@ -84,3 +86,70 @@ def test_fisher_p() -> None:
     assert b.fisher_p(2, 19, 2, 19) == 1.0
     assert round(b.fisher_p(6, 20, 0, 20), 3) == 0.02  # the smallest split that means something
     assert b.fisher_p(3, 20, 0, 20) > 0.2
+
+
+def test_variants_from_qemu_and_variant_arguments() -> None:
+    b = bench()
+    assert b.variants_of(None, None) == [
+        b.Variant("system", {"SERIESGATE_L1_QEMU": "system"}),
+        b.Variant("backports", {"SERIESGATE_L1_QEMU": "backports"}),
+    ]
+    found = b.variants_of(
+        ["system"], ["smp1=SERIESGATE_L1_SMP=1", "both=SERIESGATE_L1_SMP=1,SERIESGATE_L1_CPU=max"]
+    )
+    assert [v.name for v in found] == ["system", "smp1", "both"]
+    assert found[1].env == {"SERIESGATE_L1_SMP": "1"}
+    assert found[2].env == {"SERIESGATE_L1_SMP": "1", "SERIESGATE_L1_CPU": "max"}
+    # A comma before a lower-case word belongs to the value (-accel options have them).
+    assert b.parse_variant("st=SERIESGATE_L1_ACCEL=tcg,thread=single,SERIESGATE_L1_SMP=1").env == {
+        "SERIESGATE_L1_ACCEL": "tcg,thread=single",
+        "SERIESGATE_L1_SMP": "1",
+    }
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "smp1",
+        "=SERIESGATE_L1_SMP=1",
+        "smp1=",
+        "smp1=SERIESGATE_L1_SMP",
+        "a b=X=1",
+        "s=X=1,X=2",
+        "s=lower=1",
+    ],
+)
+def test_a_bad_variant_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="--variant"):
+        bench().parse_variant(bad)
+
+
+def test_two_variants_of_one_name_are_refused() -> None:
+    with pytest.raises(ValueError, match="given twice"):
+        bench().variants_of(["system"], ["system=SERIESGATE_L1_SMP=1"])
+
+
+def test_a_boot_runs_this_checkout_with_the_variant_env() -> None:
+    b = bench()
+    src = str(PROJECT_ROOT / "src")
+    env = b.child_env(b.Variant("smp1", {"SERIESGATE_L1_SMP": "1"}), {"PYTHONPATH": f"{src}:/x"})
+    assert env == {"PYTHONPATH": f"{src}:/x", "SERIESGATE_L1_SMP": "1"}
+    assert b.child_env(b.Variant("s", {}), {})["PYTHONPATH"] == src
+
+
+def test_the_summary_names_each_variant_and_every_pair(capsys: pytest.CaptureFixture[str]) -> None:
+    b = bench()
+    boots = [
+        b.Boot("smp2", 1, "a", 0, 80.0, smp=2),
+        b.Boot("smp1", 1, "b", None, 50.0, died="triple fault", l1_total_s=48.0, smp=1),
+        b.Boot("smp1", 2, "c", 0, 140.0, smp=1),
+        b.Boot("smp2", 2, "d", 0, 78.0, smp=2),
+    ]
+    s = b.summary(boots, "smp1")
+    assert (s["boots"], s["deaths"], s["smp"], s["died_at"]) == (2, 1, [1], [[1, 48.0]])
+    assert s["median_l1_s"] == 48.0  # the boot without an l1-timing.json does not count
+    b.print_summary(boots, ["smp2", "smp1"], {"smp2": "7.2 L1_SMP=2", "smp1": "7.2 L1_SMP=1"})
+    out = capsys.readouterr().out
+    assert "died 1/2" in out
+    assert "round 1: triple fault (L1 ended at 48.0 s)" in out
+    assert "smp2 vs smp1: death counts 0/2 vs 1/2: two-sided Fisher exact p = 1.000" in out

@@ -117,7 +117,8 @@ def key_of(components: Mapping[str, Any]) -> str:
 
 def testenv_identity(env: TestEnv) -> dict[str, Any]:
     """The test environment's part of a key: the asset manifest, the content hash of the L1
-    kernel and both initramfs images, the mode, the L1 accelerator and the L1 QEMU's version."""
+    kernel and both initramfs images, the mode, the L1 accelerator, the L1 QEMU's version and
+    vCPU count."""
     ident: dict[str, Any] = {"manifest": json.loads(json.dumps(env.manifest, default=str))}
     for f in (env.l1_kernel, env.l1_initrd):
         if f is not None and f.is_file():
@@ -127,6 +128,10 @@ def testenv_identity(env: TestEnv) -> dict[str, Any]:
     ident["l1_accel"] = env.l1_accel
     # The L1 QEMU (7.2 or 10.0, $SERIESGATE_L1_QEMU) can change results: part of the key.
     ident["l1_qemu"] = env.l1_qemu
+    # So can the L1's vCPU count ($SERIESGATE_L1_SMP); 0 (host mode, or an environment from
+    # before the field) leaves the key as it was.
+    if env.l1_smp:
+        ident["l1_smp"] = env.l1_smp
     return ident
 
 

@@ -363,7 +363,12 @@ def run_functional(
         "mode": str(env.mode),
         "kernel": env.kernel_version,
         "l1_kvm": env.l1_kvm,
-        "l1_accel": {"accel": env.l1_accel, "reason": env.l1_accel_reason, "qemu": env.l1_qemu},
+        "l1_accel": {
+            "accel": env.l1_accel,
+            "reason": env.l1_accel_reason,
+            "qemu": env.l1_qemu,
+            "smp": env.l1_smp,
+        },
         "jobs_index": str(results_dir / "jobs.json"),
     }
     return FunctionalResults(outcomes=tuple(outcomes), job_dirs=tuple(jobs), env=facts)

@@ -287,6 +287,13 @@ def l1_qemu_text(summary: dict[str, Any]) -> str | None:
     return str(accel["qemu"]) if isinstance(accel, dict) and accel.get("qemu") else None
 
 
+def l1_smp_count(summary: dict[str, Any]) -> int | None:
+    """The L1's vCPU count from the ``l1_accel`` fact, if known (summaries from before it: None)."""
+    accel = ((summary.get("environment") or {}).get("facts") or {}).get("l1_accel")
+    smp = accel.get("smp") if isinstance(accel, dict) else None
+    return smp if isinstance(smp, int) and smp > 0 else None
+
+
 def _series_table(summary: dict[str, Any]) -> Table:
     s = summary["series"]
     base = summary["base"] or {}
@@ -517,7 +524,9 @@ def _environment_blocks(summary: dict[str, Any]) -> list[Block]:
         rows.append(("L1 acceleration", accel))
     l1_qemu = l1_qemu_text(summary)
     if l1_qemu:
-        rows.append(("L1 QEMU", l1_qemu))
+        smp = l1_smp_count(summary)
+        vcpus = f", {smp} vCPU{'s' if smp != 1 else ''}" if smp else ""
+        rows.append(("L1 QEMU", l1_qemu + vcpus))
     reuse = baseline_reuse(summary)
     if reuse:
         rows.append(("baseline results", reuse[0].removeprefix("baseline: ")))

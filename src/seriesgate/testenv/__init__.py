@@ -49,12 +49,14 @@ def prepare(mode: Mode | None = None) -> TestEnv:
     built = assets.ensure_assets()
     l1_accel, l1_accel_reason, l1_accel_options = "none", "host mode: no L1 test VM", ""
     l1_qemu_version = ""
+    l1_smp = 0
     if mode is Mode.HOST:
         l1_kvm = probe.kvm == "usable"
     else:
-        from seriesgate.testenv import accel, l1qemu
+        from seriesgate.testenv import accel, l1qemu, vm
 
         l1_qemu_version = l1qemu.version()  # $SERIESGATE_L1_QEMU or the default
+        l1_smp = vm.l1_smp()  # $SERIESGATE_L1_SMP or the default
 
         # KVM for L1 where the host's KVM boots the L1 kernel (a cached probe), else TCG.
         # Under TCG, -cpu max offers svm and L1 loads kvm_amd; under KVM, L2 gets KVM where
@@ -66,7 +68,11 @@ def prepare(mode: Mode | None = None) -> TestEnv:
             choice.reason,
             choice.options,
         )
-        say(STAGE, f"L1 accelerator {l1_accel}: {l1_accel_reason}; L1 QEMU {l1_qemu_version}")
+        say(
+            STAGE,
+            f"L1 accelerator {l1_accel}: {l1_accel_reason}; L1 QEMU {l1_qemu_version}, "
+            f"{l1_smp} vCPU{'s' if l1_smp != 1 else ''}",
+        )
     say(STAGE, f"mode {mode}: {reason}")
     return TestEnv(
         mode=mode,
@@ -83,6 +89,7 @@ def prepare(mode: Mode | None = None) -> TestEnv:
         l1_accel_reason=l1_accel_reason,
         l1_accel_options=l1_accel_options,
         l1_qemu=l1_qemu_version,
+        l1_smp=l1_smp,
     )
 
 
@@ -142,6 +149,7 @@ def run_in_env(
             memory_mb=memory_mb or vm.L1_MEMORY_MB,
             accel=env.l1_accel if env.l1_accel in ("kvm", "tcg") else "tcg",
             accel_options=env.l1_accel_options,
+            smp=env.l1_smp or None,
         )
     try:
         inside.setup(spec)

@@ -89,8 +89,14 @@ class RunSpec:
 
 
 def forwarded_env() -> dict[str, str]:
-    """The caller's $SERIESGATE_* settings (cache, results, ...) for the command in L1."""
-    return {k: v for k, v in os.environ.items() if k.startswith("SERIESGATE_") and k != ENV_VAR}
+    """The caller's $SERIESGATE_* settings (cache, results, ...) for the command in L1, and
+    its $PYTHONPATH: a checkout run with PYTHONPATH=<tree>/src (a git worktree beside the
+    venv's editable install) then runs its own code in L1 too, not the venv's tree."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if (k.startswith("SERIESGATE_") and k != ENV_VAR) or k == "PYTHONPATH"
+    }
 
 
 def device_specs(count: int, macs: list[str] | None = None) -> list[DeviceSpec]:

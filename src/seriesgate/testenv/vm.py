@@ -39,6 +39,12 @@ from seriesgate.testenv.inside import SETUP_FAILED, RunSpec
 # crashes within 64-353 s in CI dry runs, 1 GiB with 668-1254 s: 1 GiB until that is
 # understood (the overrun test then sizes down).
 L1_MEMORY_MB = 1024
+# L1 vCPUs (-smp); $SERIESGATE_L1_SMP (an integer >= 1) overrides it. Two, by measurement
+# (ci/bench_l1.py, docs/findings.md §5b): on 2026-12-07, 13 interleaved migration-group boots
+# each, 2 vCPUs died once (a triple fault), 1 vCPU never (Fisher p = 1.0: no difference), but
+# 1 vCPU took 146 s of L1 per boot against 101 s (+45%) and failed 14 of 52 baseline tests
+# ("after_migration: guest did not transmit"), 2 vCPUs 2 of 48 on the boots that survived.
+L1_SMP_ENV = "SERIESGATE_L1_SMP"
 L1_SMP = 2
 # -cpu max under TCG offers svm (nested KVM for L2); under KVM -cpu host (vmx/svm where the
 # host allows nesting). $SERIESGATE_L1_CPU overrides it, e.g. "Haswell-noTSX" (no svm/vmx
@@ -128,6 +134,24 @@ class ConsoleWatcher:
             self.echo.write(line + "\n")
 
 
+def l1_smp(value: str | None = None) -> int:
+    """The L1 vCPU count: ``value`` (default ``$SERIESGATE_L1_SMP``), else ``L1_SMP``.
+
+    >>> l1_smp("1"), l1_smp(" "), l1_smp("4")
+    (1, 2, 4)
+    """
+    raw = (value if value is not None else os.environ.get(L1_SMP_ENV, "")).strip()
+    if not raw:
+        return L1_SMP
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise InfraError(f"${L1_SMP_ENV}={raw!r}: expected a whole number of L1 vCPUs, 1 or more")
+    return count
+
+
 def parse_console(text: str, nonce: str) -> ConsoleStatus:
     """Find this run's markers in the L1 console text (other nonces are ignored)."""
     watcher = ConsoleWatcher(nonce)
@@ -144,9 +168,10 @@ def l1_command(
     memory_mb: int = L1_MEMORY_MB,
     accel: str = "tcg",
     accel_options: str = "",
+    smp: int | None = None,
 ) -> list[str]:
     """The L1 QEMU command line (TCG with -cpu max for nested svm, or KVM with -cpu host;
-    9p host root + results)."""
+    9p host root + results); ``smp`` vCPUs (default: ``l1_smp()``)."""
     return [
         *l1qemu.command_prefix(),
         "-name",
@@ -158,7 +183,7 @@ def l1_command(
         "-cpu",
         os.environ.get(L1_CPU_ENV, "host" if accel == "kvm" else "max"),
         "-smp",
-        str(L1_SMP),
+        str(smp or l1_smp()),
         "-m",
         f"{memory_mb}M",
         "-nodefaults",
@@ -212,10 +237,12 @@ def run_l1(
     memory_mb: int = L1_MEMORY_MB,
     accel: str = "tcg",
     accel_options: str = "",
+    smp: int | None = None,
 ) -> int:
     """Boot L1, run ``spec`` inside it, return the command's exit status.
 
-    ``accel``: "tcg" or "kvm" (TestEnv.l1_accel), ``accel_options`` its -accel options.
+    ``accel``: "tcg" or "kvm" (TestEnv.l1_accel), ``accel_options`` its -accel options;
+    ``smp``: L1 vCPUs (TestEnv.l1_smp; default ``l1_smp()``).
 
     ``echo``: stream the command's console output there while it runs.
     Raises InfraError on a setup failure, a timeout or an L1 that died without a status.
@@ -239,7 +266,10 @@ def run_l1(
         + " sgl1="
         + base64.b64encode(conf.encode()).decode()
     )
-    argv = l1_command(kernel, initrd, append, console, results, memory_mb, accel, accel_options)
+    smp = smp or l1_smp()
+    argv = l1_command(
+        kernel, initrd, append, console, results, memory_mb, accel, accel_options, smp
+    )
     with _sigterm_raises(), l1_lock("another L1 test VM"):
         for attempt in range(1, BOOT_ATTEMPTS + 1):
             status, elapsed, returncode = _boot_once(argv, results, nonce, timeout, echo)
@@ -367,6 +397,8 @@ def _boot_once(
     elapsed = time.monotonic() - started
     timing["total_s"] = round(elapsed, 2)
     timing["l1_qemu_exit"] = child.returncode
+    if "-smp" in argv:
+        timing["smp"] = int(argv[argv.index("-smp") + 1])  # the L1 vCPUs this boot had
     if status.start_uptime is not None:
         timing["guest_uptime_at_command_s"] = status.start_uptime
     (results / "l1-timing.json").write_text(json.dumps(timing, indent=2) + "\n")
