@@ -360,39 +360,35 @@ def test_progress_watch_sees_new_writes_and_measures_silence(
     assert watch.last_path == "avocado.out"
 
 
-def test_progress_watch_ignores_the_l1_console(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("where", "console", "text"),
+    [
+        # A wedged L1 kernel keeps printing soft-lockup reports: that is not progress.
+        ("", "l1-console.log", "watchdog: BUG: soft lockup - CPU#1 stuck for 52s!\n"),
+        # A hung migration test (bench-l1 round 15): the source guest printed virtio_net TX
+        # timeouts to its console for 16 min while nothing else was written.
+        (
+            "baseline/job-1/test-results/1-MigrationAfterIntrospection",
+            "source.console.log",
+            "virtio_net virtio0 eth0: NETDEV WATCHDOG: transmit queue 0 timed out\n",
+        ),
+    ],
+)
+def test_progress_watch_ignores_consoles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, console: str, text: str
 ) -> None:
-    # A wedged L1 kernel keeps printing soft-lockup reports: that is not progress.
     monkeypatch.setattr(vm, "_IDLE_CHECK_EVERY", 0.0)
-    (tmp_path / "debug.log").write_text("x")
-    watch = vm.ProgressWatch(tmp_path, ignore=vm.CONSOLE_FILES)
-    watch.idle_for()
-    watch.last_change -= 700.0
-    console = tmp_path / "l1-console.log"
-    console.write_text("watchdog: BUG: soft lockup - CPU#1 stuck for 52s!\n")
-    future = os.stat(tmp_path / "debug.log").st_mtime + 5
-    os.utime(console, (future, future))
-    assert watch.idle_for() > vm.L1_IDLE_TIMEOUT
-
-
-def test_progress_watch_ignores_l2_guest_consoles(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A hung migration test (bench-l1 round 15): the source guest printed virtio_net TX
-    # timeouts to its console for 16 min while nothing else was written.
-    monkeypatch.setattr(vm, "_IDLE_CHECK_EVERY", 0.0)
-    test_dir = tmp_path / "baseline" / "job-1" / "test-results" / "1-MigrationAfterIntrospection"
-    test_dir.mkdir(parents=True)
+    test_dir = tmp_path / where
+    test_dir.mkdir(parents=True, exist_ok=True)
     (test_dir / "debug.log").write_text("x")
     watch = vm.ProgressWatch(tmp_path, ignore=vm.CONSOLE_FILES)
     watch.idle_for()
     watch.last_change -= 700.0
-    console = test_dir / "source.console.log"
-    console.write_text("virtio_net virtio0 eth0: NETDEV WATCHDOG: transmit queue 0 timed out\n")
+    (test_dir / console).write_text(text)
     future = os.stat(test_dir / "debug.log").st_mtime + 5
-    os.utime(console, (future, future))
+    os.utime(test_dir / console, (future, future))
     assert watch.idle_for() > vm.L1_IDLE_TIMEOUT
+    # What the test itself writes (its agent transcript) is progress.
     (test_dir / "source.agent.log").write_text("> ip -j link\n")
     os.utime(test_dir / "source.agent.log", (future + 1, future + 1))
     assert watch.idle_for() < 1.0
