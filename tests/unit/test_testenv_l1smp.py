@@ -1,8 +1,9 @@
-"""How many vCPUs L1 gets ($SERIESGATE_L1_SMP), and where the count shows: the L1 command
-line, the test environment, the baseline cache's key and the report."""
+"""How many vCPUs L1 gets ($SERIESGATE_L1_SMP) and the other L1 overrides, and where they
+show: the L1 command line, the test environment, the baseline cache's key and the report."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from seriesgate.errors import InfraError
 from seriesgate.functional import baseline_cache
 from seriesgate.report.document import Table, _environment_blocks, l1_smp_count
-from seriesgate.testenv import inside, vm
+from seriesgate.testenv import assets, inside, vm
 from seriesgate.testenv.model import GuestImage, Mode, TestEnv
 
 
@@ -63,6 +64,31 @@ def test_the_count_is_part_of_the_baseline_key(tmp_path: Path) -> None:
     assert baseline_cache.key_of(one) != baseline_cache.key_of(two)
     # No count (host mode): the key has no l1_smp at all.
     assert "l1_smp" not in baseline_cache.testenv_identity(env_with(tmp_path))
+
+
+def test_overridden_l1_settings_are_part_of_the_baseline_key(tmp_path: Path) -> None:
+    plain = baseline_cache.testenv_identity(env_with(tmp_path, l1_smp=2))
+    assert "l1_overrides" not in plain  # nothing overridden: the key as before
+    keys = {baseline_cache.key_of(plain)}
+    for overrides in ({"append_extra": "kvm_amd.npt=0"}, {"cpu": "EPYC"}):
+        env = env_with(tmp_path, l1_smp=2, l1_overrides=overrides)
+        ident = baseline_cache.testenv_identity(env)
+        assert ident["l1_overrides"] == overrides
+        keys.add(baseline_cache.key_of(ident))
+    assert len(keys) == 3
+
+
+def test_kernel_command_line_module_parameters_reach_insmod(tmp_path: Path) -> None:
+    """The L1 init's cmdline_params (busybox sh, as in L1) on a real command line."""
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("console=ttyS0 kvm_amd.npt=0 kvm_amd.avic=1 kvm.halt_poll_ns=0 sgl1=eA==\n")
+    init = (Path(vm.__file__).parent / "l1init.sh").read_text()
+    start = init.index("cmdline_params() {")
+    func = init[start : init.index("\n}\n", start) + 3].replace("/proc/cmdline", str(cmdline))
+    calls = "".join(f"[$(cmdline_params {m})]" for m in ("kvm_amd", "kvm", "vdpa_sim"))
+    argv = [str(assets.BUSYBOX), "sh", "-c", f'{func}echo "{calls}"']
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=10).stdout
+    assert out.strip() == "[npt=0 avic=1 ][halt_poll_ns=0 ][]"
 
 
 def summary_with(accel: dict[str, Any]) -> dict[str, Any]:

@@ -132,6 +132,9 @@ def testenv_identity(env: TestEnv) -> dict[str, Any]:
     # before the field) leaves the key as it was.
     if env.l1_smp:
         ident["l1_smp"] = env.l1_smp
+    # And an overridden -cpu model or extra L1 kernel parameters (none set: key as before).
+    if env.l1_overrides:
+        ident["l1_overrides"] = dict(env.l1_overrides)
     return ident
 
 

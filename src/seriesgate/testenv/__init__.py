@@ -50,6 +50,7 @@ def prepare(mode: Mode | None = None) -> TestEnv:
     l1_accel, l1_accel_reason, l1_accel_options = "none", "host mode: no L1 test VM", ""
     l1_qemu_version = ""
     l1_smp = 0
+    l1_overrides: dict[str, str] = {}
     if mode is Mode.HOST:
         l1_kvm = probe.kvm == "usable"
     else:
@@ -57,6 +58,7 @@ def prepare(mode: Mode | None = None) -> TestEnv:
 
         l1_qemu_version = l1qemu.version()  # $SERIESGATE_L1_QEMU or the default
         l1_smp = vm.l1_smp()  # $SERIESGATE_L1_SMP or the default
+        l1_overrides = vm.l1_overrides()
 
         # KVM for L1 where the host's KVM boots the L1 kernel (a cached probe), else TCG.
         # Under TCG, -cpu max offers svm and L1 loads kvm_amd; under KVM, L2 gets KVM where
@@ -71,7 +73,8 @@ def prepare(mode: Mode | None = None) -> TestEnv:
         say(
             STAGE,
             f"L1 accelerator {l1_accel}: {l1_accel_reason}; L1 QEMU {l1_qemu_version}, "
-            f"{l1_smp} vCPU{'s' if l1_smp != 1 else ''}",
+            f"{l1_smp} vCPU{'s' if l1_smp != 1 else ''}"
+            + "".join(f"; {k} {v!r}" for k, v in l1_overrides.items()),
         )
     say(STAGE, f"mode {mode}: {reason}")
     return TestEnv(
@@ -90,6 +93,7 @@ def prepare(mode: Mode | None = None) -> TestEnv:
         l1_accel_options=l1_accel_options,
         l1_qemu=l1_qemu_version,
         l1_smp=l1_smp,
+        l1_overrides=l1_overrides,
     )
 
 

@@ -20,10 +20,18 @@ done
 [ -s /sg.conf ] || fail "no sgl1= parameter on the kernel command line"
 { read -r nonce; read -r results; read -r python; read -r spec; read -r use_va; } < /sg.conf
 
+# The parameters the kernel command line gives module $1 ("kvm_amd.npt=0" gives "npt=0"),
+# as modprobe would pass them: busybox insmod does not read /proc/cmdline.
+cmdline_params() {
+  for word in $(cat /proc/cmdline); do
+    case "$word" in "$1".*=*) printf '%s ' "${word#"$1".}" ;; esac
+  done
+}
+
 # insmod unless loaded already (modules shared by several lists, e.g. irqbypass)
 load() {
   [ -d "/sys/module/${1%.ko}" ] && return 0
-  insmod "/lib/modules/$1" $2
+  insmod "/lib/modules/$1" $2 $(cmdline_params "${1%.ko}")
 }
 
 while read -r ko; do

@@ -82,6 +82,8 @@ class TestEnv:
     l1_accel_options: str = ""  # -accel options from $SERIESGATE_L1_ACCEL ("" = default)
     l1_qemu: str = ""  # VM mode: the L1 QEMU's version line (l1qemu.version; host mode: "")
     l1_smp: int = 0  # VM mode: L1 vCPUs (vm.l1_smp, $SERIESGATE_L1_SMP; host mode: 0)
+    # VM mode: overridden L1 settings (vm.l1_overrides: -cpu, extra kernel parameters)
+    l1_overrides: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +55,8 @@ L1_CPU_ENV = "SERIESGATE_L1_CPU"
 # $SERIESGATE_L1_ACCEL=auto|kvm|tcg[,options] overrides it.
 L1_ACCEL_ENV = l1accel.ACCEL_ENV
 L1_ACCEL = l1accel.TCG_OPTIONS
+# Extra L1 kernel parameters; "module.param=value" words also reach the modules the L1 init
+# loads (as modprobe would pass them), e.g. "kvm_amd.npt=0" (shadow paging for L2).
 L1_APPEND_ENV = "SERIESGATE_L1_APPEND_EXTRA"
 CONSOLE_TAIL = 25
 BOOT_ATTEMPTS = 2
@@ -157,6 +159,24 @@ def parse_console(text: str, nonce: str) -> ConsoleStatus:
     watcher = ConsoleWatcher(nonce)
     watcher.feed(text if text.endswith("\n") else text + "\n")
     return watcher.status
+
+
+def l1_overrides(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The L1 settings the environment (default ``os.environ``) overrides that can change
+    test results: ``$SERIESGATE_L1_CPU`` and ``$SERIESGATE_L1_APPEND_EXTRA``.
+
+    >>> l1_overrides({L1_APPEND_ENV: " kvm_amd.npt=0 ", L1_CPU_ENV: ""})
+    {'append_extra': 'kvm_amd.npt=0'}
+    >>> l1_overrides({})
+    {}
+    """
+    env = os.environ if environ is None else environ
+    found = {}
+    for key, name in (("cpu", L1_CPU_ENV), ("append_extra", L1_APPEND_ENV)):
+        value = env.get(name, "").strip()
+        if value:
+            found[key] = value
+    return found
 
 
 def l1_command(
