@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -372,6 +373,8 @@ def test_progress_watch_sees_new_writes_and_measures_silence(
             "source.console.log",
             "virtio_net virtio0 eth0: NETDEV WATCHDOG: transmit queue 0 timed out\n",
         ),
+        # L1's heartbeat says L1 lives, not that a test moves on.
+        ("", "l1-heartbeat", "370.52\n"),
     ],
 )
 def test_progress_watch_ignores_consoles(
@@ -381,7 +384,7 @@ def test_progress_watch_ignores_consoles(
     test_dir = tmp_path / where
     test_dir.mkdir(parents=True, exist_ok=True)
     (test_dir / "debug.log").write_text("x")
-    watch = vm.ProgressWatch(tmp_path, ignore=vm.CONSOLE_FILES)
+    watch = vm.ProgressWatch(tmp_path, ignore=vm.NOT_PROGRESS_FILES)
     watch.idle_for()
     watch.last_change -= 700.0
     (test_dir / console).write_text(text)
@@ -392,3 +395,25 @@ def test_progress_watch_ignores_consoles(
     (test_dir / "source.agent.log").write_text("> ip -j link\n")
     os.utime(test_dir / "source.agent.log", (future + 1, future + 1))
     assert watch.idle_for() < 1.0
+
+
+def test_a_stopped_heartbeat_ends_the_l1_run_long_before_the_idle_watch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live L1 QEMU (here a real sleeping process) whose init stopped beating: killed on
+    the heartbeat's age, with the reason, not after L1_IDLE_TIMEOUT of silence."""
+    monkeypatch.setattr(vm, "L1_BEAT_TIMEOUT", 0.5)
+    console = tmp_path / "l1-console.log"
+    console.write_text("SGL1-START abc 3.04\n")
+    beat = tmp_path / vm.L1_HEARTBEAT
+    beat.write_text("3.10\n")
+    child = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    started = time.monotonic()
+    try:
+        with pytest.raises(InfraError, match=r"L1 test VM stopped: its heartbeat is \d+ s old"):
+            vm._supervise(child, console, "abc", 60.0, None, {})
+    finally:
+        child.kill()
+        child.wait()
+    assert time.monotonic() - started < 10.0
+    assert child.returncode is not None

@@ -79,11 +79,16 @@ mount -t devpts devpts $r/dev/pts
 mount -t tmpfs tmpfs $r/dev/shm
 mount -t 9p -o "$opts,cache=none" results "$r$results" || fail "mount results dir $results"
 mount -t tracefs tracefs $r/sys/kernel/tracing 2>/dev/null
+# A heartbeat for the host (vm.L1_BEAT_TIMEOUT): L1's uptime, rewritten every 10 s. An L1
+# that hangs stops it; a test that hangs in a live L1 does not (Avocado's timeouts do that).
+(while :; do cut -d' ' -f1 /proc/uptime > "$r$results/l1-heartbeat"; sleep 10; done) &
+beat=$!
 
 echo "SGL1-START $nonce $(cut -d' ' -f1 /proc/uptime)"
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
   PYTHONDONTWRITEBYTECODE=1 chroot $r "$python" -m seriesgate.testenv.inside "$spec"
 st=$?
+kill $beat 2>/dev/null
 sync
 umount "$r$results" 2>/dev/null
 echo "SGL1-EXIT $nonce $st"

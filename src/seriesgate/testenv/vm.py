@@ -65,8 +65,13 @@ BOOT_CRASH_SIGNS = ("Kernel panic", "Oops:")
 # Longer than any test's own timeout (Avocado's, 600 s), which should fire first.
 L1_IDLE_TIMEOUT = 660.0
 # Files that are not progress for that watch: L1's console (l1-console.log) and every L2
-# guest's (<vm>.console.log).
-CONSOLE_FILES = ("*console.log",)
+# guest's (<vm>.console.log), and L1's heartbeat.
+L1_HEARTBEAT = "l1-heartbeat"
+NOT_PROGRESS_FILES = ("*console.log", L1_HEARTBEAT)
+# The L1 init rewrites l1-heartbeat (results dir, over 9p) every 10 s. Older than this: the
+# L1 itself has stopped (2026-12-07: an L1 silent on its console from 370 s on, ended by
+# the idle watch only at 1272 s). Soft lockups of up to 26 s were seen in L1s that lived.
+L1_BEAT_TIMEOUT = 90.0
 _IDLE_CHECK_EVERY = 10.0
 # A CPU of L1 stuck this long (the kernel's soft-lockup report) means L1 is wedged: the
 # console keeps printing reports, so only this, not the idle watch, ends such a run early.
@@ -477,6 +482,25 @@ class ProgressWatch:
         return newest, os.path.relpath(path, self.root) if path else ""
 
 
+def heartbeat_age(path: Path, now: float | None = None) -> float | None:
+    """Seconds since the L1 init last wrote its heartbeat file (host clock: the 9p server
+    sets the mtime), or None before the first beat.
+
+    >>> import tempfile, os
+    >>> with tempfile.NamedTemporaryFile() as f:
+    ...     os.utime(f.name, (100.0, 100.0))
+    ...     heartbeat_age(Path(f.name), now=130.0)
+    30.0
+    >>> heartbeat_age(Path("/nonexistent/l1-heartbeat")) is None
+    True
+    """
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return None
+    return (time.time() if now is None else now) - mtime
+
+
 def _supervise(
     child: subprocess.Popen[bytes],
     console: Path,
@@ -488,7 +512,7 @@ def _supervise(
     started = time.monotonic()
     deadline = started + timeout
     watcher = ConsoleWatcher(nonce, echo)
-    progress = ProgressWatch(console.parent, ignore=CONSOLE_FILES)
+    progress = ProgressWatch(console.parent, ignore=NOT_PROGRESS_FILES)
     with open(console, errors="replace") as reader:
         while True:
             done = child.poll() is not None
@@ -518,6 +542,14 @@ def _supervise(
                 raise InfraError(
                     f"L1 test VM wedged, killed after {time.monotonic() - started:.0f} s: "
                     f"{status.wedged}",
+                    hint=f"console log: {console}",
+                )
+            beat_age = heartbeat_age(console.parent / L1_HEARTBEAT)
+            if status.started and beat_age is not None and beat_age > L1_BEAT_TIMEOUT:
+                proc.kill_group(child)
+                raise InfraError(
+                    f"L1 test VM stopped: its heartbeat is {beat_age:.0f} s old (written every "
+                    f"10 s); killed after {time.monotonic() - started:.0f} s",
                     hint=f"console log: {console}",
                 )
             idle = progress.idle_for()
