@@ -192,7 +192,39 @@ def finish_kvm(loader: KvmLoader) -> tuple[bool, str]:
     except OSError as exc:
         return False, f"/dev/kvm unusable ({exc.strerror}): L2 runs with TCG"
     os.close(fd)
-    return True, "/dev/kvm usable"
+    return True, "/dev/kvm usable" + kvm_params_note()
+
+
+# The L1 KVM module parameters that change how L2 runs (npt=0: shadow paging for L2).
+KVM_PARAMS = {"kvm_amd": ("npt", "nested"), "kvm_intel": ("ept", "nested")}
+
+
+def kvm_params_note(sys_module: Path = Path("/sys/module")) -> str:
+    """ " (kvm_amd npt=Y nested=1)" from sysfs, for the loaded KVM vendor module ("" if none).
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name, value in (("npt", "N"), ("nested", "1")):
+    ...     p = root / "kvm_amd" / "parameters" / name
+    ...     p.parent.mkdir(parents=True, exist_ok=True)
+    ...     _ = p.write_text(value + "\\n")
+    >>> kvm_params_note(root)
+    ' (kvm_amd npt=N nested=1)'
+    >>> kvm_params_note(root / "none")
+    ''
+    """
+    for module, names in KVM_PARAMS.items():
+        params = sys_module / module / "parameters"
+        if not params.is_dir():
+            continue
+        values = []
+        for name in names:
+            try:
+                values.append(f"{name}={(params / name).read_text().strip()}")
+            except OSError:
+                continue
+        return f" ({module} {' '.join(values)})"
+    return ""
 
 
 # KVM ioctls (linux/kvm.h): _IO(0xAE, 0x01), _IO(0xAE, 0x60), _IO(0xAE, 0x41)
