@@ -66,20 +66,28 @@ def test_different_failures_are_retried_on_both() -> None:
     assert got[("baseline", "X.test_b")][0] and got[("patched", "X.test_b")][0]
 
 
-def test_one_crash_signature_is_retried_once_per_build() -> None:
+def test_a_crash_in_one_test_is_retried() -> None:
+    base, pat = outcomes("baseline"), outcomes("patched")
+    listed = [replace(base["X.test_a"], status=Status.PASS), crashed(pat["X.test_a"])]
+    assert table(listed)[("patched", "X.test_a")] == (True, "retried: passes on baseline")
+    refs = retry_refs(decide(listed), "patched")
+    assert refs == [pat["X.test_a"].test_id + "$"]  # anchored: Avocado matches a regex
+
+
+def test_a_crash_signature_in_several_tests_of_a_build_is_reproduced_not_retried() -> None:
+    # Cold run of 2026-12-07: patched's destination crashed in all 4 migration tests with
+    # one signature; the retry of the first (31.8 s) could not make it a flake.
     base, pat = outcomes("baseline"), outcomes("patched")
     listed = [base["X.test_a"], base["X.test_b"]]
     listed += [crashed(pat["X.test_a"]), crashed(replace(pat["X.test_b"], status=Status.FAIL))]
     got = table([replace(o, status=Status.PASS) if o.build == "baseline" else o for o in listed])
-    assert got[("patched", "X.test_a")] == (True, "retried: passes on baseline")
-    retry, note = got[("patched", "X.test_b")]
-    assert not retry
-    assert note == (
-        "not retried: same crash as X.test_a (SIGSEGV in qemu_get_subqueue), "
-        "retried once per signature"
+    note = (
+        "not retried: the same crash (SIGSEGV in qemu_get_subqueue) in 2 tests of this build, "
+        "reproduced"
     )
-    refs = retry_refs(decide(listed), "patched")
-    assert refs == [pat["X.test_a"].test_id + "$"]  # anchored: Avocado matches a regex
+    assert got[("patched", "X.test_a")] == (False, note)
+    assert got[("patched", "X.test_b")] == (False, note)
+    assert retry_refs(decide(listed), "patched") == []
 
 
 def test_another_crash_site_is_retried_too() -> None:

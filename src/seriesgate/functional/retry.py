@@ -4,8 +4,9 @@ Pure logic, no I/O. The builds are compared with the baseline (``reference``): a
 fails on one side only may be a flake, so the failing side runs again; a test that fails on
 both builds the same way (same status, same crash signature) gives the same verdict whatever
 a second attempt says on one side, so it is not retried. Crashes with one signature (signal
-and top frames) are retried once per build and signature: the first test stands for the
-others, which say so.
+and top frames) are retried at most once per build and signature: a signature that crashed
+two or more tests of one build is reproduced already, and none of them runs again; one that
+crashed a single test is retried once, and later groups do not retry it again.
 
 >>> from seriesgate.functional.model import Direction, Status, TestOutcome
 >>> def o(build, status, name="T.test_a"):
@@ -124,19 +125,31 @@ def decide(
     >>> def c(name):
     ...     return TestOutcome(name, name, "patched", Status.ERROR, 1.0, (), None,
     ...                        Direction.HOLDS_ON_BOTH, crash=Crash("q", "SIGSEGV", fr))
-    >>> for d in decide([c("A.a"), c("B.b")]):
-    ...     print(d.retry, d.note)
-    True retried: no other build to compare with
-    False not retried: same crash as A.a (SIGSEGV in f), retried once per signature
+    >>> decide([c("A.a")])[0].note
+    'retried: no other build to compare with'
     >>> earlier = [ReproducedCrash("patched", ("SIGSEGV", "f", "g"), "Z.z")]
     >>> decide([c("A.a")], reproduced=earlier)[0].note
     'not retried: same crash as Z.z (SIGSEGV in f), which crashed again on its retry'
+
+    Where one signature crashed two or more tests of a build, it is reproduced already:
+
+    >>> baseline = [TestOutcome(n, n, "baseline", Status.PASS, 1.0, (), None,
+    ...                         Direction.HOLDS_ON_BOTH) for n in ("A.a", "B.b")]
+    >>> for d in decide([*baseline, c("A.a"), c("B.b")])[2:]:
+    ...     print(d.retry, d.note)
+    False not retried: the same crash (SIGSEGV in f) in 2 tests of this build, reproduced
+    False not retried: the same crash (SIGSEGV in f) in 2 tests of this build, reproduced
     """
     listed = list(outcomes)
     by_key = {(o.test_id, o.build): o for o in listed}
     decisions: list[RetryDecision] = []
-    retried_signatures: dict[tuple[str, tuple[str, ...]], str] = {}
     earlier = {(r.build, r.signature): r.test for r in reproduced}
+    # Tests per crash signature and build (first attempts only, flaky ones not counted).
+    crashed: dict[tuple[str, tuple[str, ...]], set[str]] = {}
+    for o in listed:
+        sig = crash_signature(o) if _failed(o) and o.attempts == 1 and not o.flaky else None
+        if sig is not None:
+            crashed.setdefault((o.build, sig), set()).add(o.test_id)
     for o in listed:
         if not _failed(o):
             decisions.append(RetryDecision(o.test_id, o.build, False, ""))
@@ -154,19 +167,13 @@ def decide(
         if d.retry and signature is not None:
             key = (o.build, signature)
             where = f"{signature[0]} in {signature[1]}" if len(signature) > 1 else signature[0]
-            first = retried_signatures.get(key)
-            if key in earlier:
+            tests = len(crashed.get(key, ()))
+            if tests >= 2:
+                why = f"the same crash ({where}) in {tests} tests of this build, reproduced"
+                d = RetryDecision(o.test_id, o.build, False, f"not retried: {why}")
+            elif key in earlier:
                 why = f"same crash as {earlier[key]} ({where}), which crashed again on its retry"
                 d = RetryDecision(o.test_id, o.build, False, f"not retried: {why}")
-            elif first is None:
-                retried_signatures[key] = o.name
-            else:
-                d = RetryDecision(
-                    o.test_id,
-                    o.build,
-                    False,
-                    f"not retried: same crash as {first} ({where}), retried once per signature",
-                )
         decisions.append(d)
     return decisions
 
