@@ -403,6 +403,8 @@ def _boot_once(
     console = results / "l1-console.log"
     results.mkdir(parents=True, exist_ok=True)
     console.write_text("")
+    # A heartbeat left by an earlier boot in this directory would look like a stopped L1.
+    (results / L1_HEARTBEAT).unlink(missing_ok=True)
     say(STAGE, f"boot L1 test VM (console: {console})")
     started = time.monotonic()
     with open(results / "l1-qemu.log", "w") as log:
