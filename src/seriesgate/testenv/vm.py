@@ -206,7 +206,7 @@ def l1_command(
         "-accel",
         l1accel.accel_option(accel, accel_options),
         "-cpu",
-        os.environ.get(L1_CPU_ENV, "host" if accel == "kvm" else "max"),
+        l1_overrides().get("cpu", "host" if accel == "kvm" else "max"),
         "-smp",
         str(smp or l1_smp()),
         "-m",
@@ -287,7 +287,8 @@ def run_l1(
         # ("failed to write, fd=15, errno=14 (Bad address)", "vhost vdpa map fail!") and
         # the datapath was dead from boot, although khugepaged once wedged L1 (soft lockup).
         "console=ttyS0 panic=-1 quiet mitigations=off "
-        + os.environ.get(L1_APPEND_ENV, "")  # e.g. "loglevel=7" to see where boot time goes
+        # e.g. "loglevel=7" to see where boot time goes
+        + l1_overrides().get("append_extra", "")
         + " sgl1="
         + base64.b64encode(conf.encode()).decode()
     )
