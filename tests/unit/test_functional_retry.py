@@ -136,6 +136,26 @@ def test_a_crash_reproduced_in_an_earlier_boot_is_not_retried_in_a_later_one() -
     assert retry_refs(decide(later, reproduced=other), "patched") != []
 
 
+def test_a_crash_of_two_tests_in_one_boot_is_not_retried_in_a_later_boot() -> None:
+    # Cold run of session 8: patched crashed every migration test with one signature (not
+    # retried there); a later group with one crashing test retried it for nothing.
+    base, pat = outcomes("baseline"), outcomes("patched")
+    first_boot = [crashed(pat["X.test_a"]), crashed(pat["X.test_b"])]
+    earlier = reproduced_crashes(first_boot)
+    assert [(r.build, r.test, r.tests) for r in earlier] == [("patched", "X.test_a", 2)]
+    assert ReproducedCrash.from_json(json.loads(json.dumps(earlier[0].to_json()))) == earlier[0]
+    later = [replace(base["X.test_b"], status=Status.PASS), crashed(pat["X.test_b"])]
+    decisions = decide(later, reproduced=earlier)
+    assert retry_refs(decisions, "patched") == []
+    assert decisions[1].note == (
+        "not retried: same crash as X.test_a (SIGSEGV in qemu_get_subqueue), "
+        "which crashed 2 tests of this build"
+    )
+    # One crashing test, or two of which one passed its retry, is not reproduced.
+    assert reproduced_crashes(first_boot[:1]) == []
+    assert reproduced_crashes([first_boot[0], replace(first_boot[1], flaky=True)]) == []
+
+
 # -- the baseline cache --------------------------------------------------------------------
 
 BASE = {

@@ -6,7 +6,8 @@ both builds the same way (same status, same crash signature) gives the same verd
 a second attempt says on one side, so it is not retried. Crashes with one signature (signal
 and top frames) are retried at most once per build and signature: a signature that crashed
 two or more tests of one build is reproduced already, and none of them runs again; one that
-crashed a single test is retried once, and later groups do not retry it again.
+crashed a single test is retried once. Either way the signature counts as reproduced for the
+rest of the run: later groups (other test-VM boots) do not retry it again.
 
 >>> from seriesgate.functional.model import Direction, Status, TestOutcome
 >>> def o(build, status, name="T.test_a"):
@@ -42,18 +43,32 @@ class RetryDecision:
 
 @dataclass(frozen=True)
 class ReproducedCrash:
-    """A crash signature of one build that crashed again when its test was retried."""
+    """A crash signature of one build seen twice: its test crashed again when retried, or
+    it crashed ``tests`` (two or more) tests of the build on their first attempt."""
 
     build: str
     signature: tuple[str, ...]
-    test: str  # short name of the test whose retry reproduced it
+    test: str  # short name of the (first) test it crashed
+    tests: int = 1  # first-attempt tests it crashed; 1: reproduced by a retry instead
 
     def to_json(self) -> dict[str, Any]:
-        return {"build": self.build, "signature": list(self.signature), "test": self.test}
+        return {
+            "build": self.build,
+            "signature": list(self.signature),
+            "test": self.test,
+            "tests": self.tests,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReproducedCrash:
-        return cls(str(data["build"]), tuple(str(s) for s in data["signature"]), str(data["test"]))
+        signature = tuple(str(s) for s in data["signature"])
+        return cls(str(data["build"]), signature, str(data["test"]), int(data.get("tests", 1)))
+
+    def evidence(self) -> str:
+        """Why it counts as reproduced, for the note of a test not retried because of it."""
+        if self.tests > 1:
+            return f"which crashed {self.tests} tests of this build"
+        return "which crashed again on its retry"
 
 
 def _failed(o: TestOutcome | None) -> bool:
@@ -84,26 +99,48 @@ def _one(outcome: TestOutcome, peers: Sequence[TestOutcome | None]) -> RetryDeci
 
 
 def reproduced_crashes(outcomes: Iterable[TestOutcome]) -> list[ReproducedCrash]:
-    """The crashes that a retry reproduced: a retried test (``attempts`` 2) that crashed again
-    with a backtrace, not flaky. Later test groups of the same run (other test-VM boots) do not
-    retry these signatures again (:func:`decide`'s ``reproduced``).
+    """The crashes seen twice: a retried test (``attempts`` 2) that crashed again with a
+    backtrace, not flaky; or one signature that crashed two or more tests of a build on their
+    first attempt (none of them flaky). Later test groups of the same run (other test-VM
+    boots) do not retry these signatures again (:func:`decide`'s ``reproduced``).
 
     >>> from seriesgate.functional.model import Crash, Direction, Status, TestOutcome
     >>> fr = ("#0 0x1 in f (a=1) at x.c:1",)
     >>> o = TestOutcome("A.a", "A.a", "patched", Status.ERROR, 1.0, (), None,
     ...                 Direction.HOLDS_ON_BOTH, attempts=2, crash=Crash("q", "SIGSEGV", fr))
     >>> reproduced_crashes([o])
-    [ReproducedCrash(build='patched', signature=('SIGSEGV', 'f'), test='A.a')]
+    [ReproducedCrash(build='patched', signature=('SIGSEGV', 'f'), test='A.a', tests=1)]
     >>> from dataclasses import replace
     >>> reproduced_crashes([replace(o, attempts=1), replace(o, flaky=True)])
     []
+    >>> reproduced_crashes([replace(o, attempts=1), replace(o, name="B.b", attempts=1)])
+    [ReproducedCrash(build='patched', signature=('SIGSEGV', 'f'), test='A.a', tests=2)]
     """
+    listed = list(outcomes)
     found: dict[tuple[str, tuple[str, ...]], ReproducedCrash] = {}
-    for o in outcomes:
+    for o in listed:
         signature = crash_signature(o)
         if o.attempts > 1 and not o.flaky and signature is not None:
             found.setdefault((o.build, signature), ReproducedCrash(o.build, signature, o.name))
+    for (build, signature), names in _first_attempt_crashes(listed).items():
+        if len(names) >= 2:
+            found.setdefault(
+                (build, signature), ReproducedCrash(build, signature, names[0], len(names))
+            )
     return list(found.values())
+
+
+def _first_attempt_crashes(
+    outcomes: Sequence[TestOutcome],
+) -> dict[tuple[str, tuple[str, ...]], list[str]]:
+    """Short names of the tests per build and crash signature, first attempts only and
+    flaky ones not counted (a crash that passed on its retry proves nothing)."""
+    crashed: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for o in outcomes:
+        sig = crash_signature(o) if _failed(o) and o.attempts == 1 and not o.flaky else None
+        if sig is not None and o.name not in crashed.setdefault((o.build, sig), []):
+            crashed[(o.build, sig)].append(o.name)
+    return crashed
 
 
 def decide(
@@ -143,13 +180,8 @@ def decide(
     listed = list(outcomes)
     by_key = {(o.test_id, o.build): o for o in listed}
     decisions: list[RetryDecision] = []
-    earlier = {(r.build, r.signature): r.test for r in reproduced}
-    # Tests per crash signature and build (first attempts only, flaky ones not counted).
-    crashed: dict[tuple[str, tuple[str, ...]], set[str]] = {}
-    for o in listed:
-        sig = crash_signature(o) if _failed(o) and o.attempts == 1 and not o.flaky else None
-        if sig is not None:
-            crashed.setdefault((o.build, sig), set()).add(o.test_id)
+    earlier = {(r.build, r.signature): r for r in reproduced}
+    crashed = _first_attempt_crashes(listed)
     for o in listed:
         if not _failed(o):
             decisions.append(RetryDecision(o.test_id, o.build, False, ""))
@@ -172,7 +204,8 @@ def decide(
                 why = f"the same crash ({where}) in {tests} tests of this build, reproduced"
                 d = RetryDecision(o.test_id, o.build, False, f"not retried: {why}")
             elif key in earlier:
-                why = f"same crash as {earlier[key]} ({where}), which crashed again on its retry"
+                seen = earlier[key]
+                why = f"same crash as {seen.test} ({where}), {seen.evidence()}"
                 d = RetryDecision(o.test_id, o.build, False, f"not retried: {why}")
         decisions.append(d)
     return decisions
