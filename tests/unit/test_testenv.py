@@ -397,6 +397,38 @@ def test_progress_watch_ignores_consoles(
     assert watch.idle_for() < 1.0
 
 
+def test_console_of_an_l1_with_a_stalled_vcpu_names_the_rcu_stall() -> None:
+    # Cold run of 2026-12-07: L1's vCPU 0 stopped 130 s after boot; the heartbeat went on.
+    text = read("l1-console-rcu-stall.log")
+    status = vm.parse_console(text, text.split()[1])
+    assert status.started and status.exit_status is None and status.wedged is None
+    assert status.rcu_stall is not None
+    assert status.rcu_stall.startswith("[  130.979239] rcu: INFO: rcu_preempt detected stalls")
+    assert vm.parse_console(read("l1-console-soft-lockup.log"), "x").rcu_stall is None
+
+
+def test_an_rcu_stall_then_silence_ends_the_l1_run_long_before_the_idle_watch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live L1 (a real sleeping process) whose console reported an RCU stall and whose
+    heartbeat goes on: killed once the results stay silent for L1_STALL_SILENCE_S."""
+    monkeypatch.setattr(vm, "L1_STALL_SILENCE_S", 0.5)
+    monkeypatch.setattr(vm, "_IDLE_CHECK_EVERY", 0.1)
+    console = tmp_path / "l1-console.log"
+    console.write_text(read("l1-console-rcu-stall.log"))
+    nonce = console.read_text().split()[1]
+    (tmp_path / vm.L1_HEARTBEAT).write_text("773.95\n")  # fresh: L1 still beats
+    child = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    started = time.monotonic()
+    try:
+        with pytest.raises(InfraError, match=r"L1 test VM wedged: .*detected stalls.* then"):
+            vm._supervise(child, console, nonce, 60.0, None, {})
+    finally:
+        child.kill()
+        child.wait()
+    assert time.monotonic() - started < 10.0
+
+
 def test_a_stopped_heartbeat_ends_the_l1_run_long_before_the_idle_watch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

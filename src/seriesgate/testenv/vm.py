@@ -77,6 +77,12 @@ _IDLE_CHECK_EVERY = 10.0
 # console keeps printing reports, so only this, not the idle watch, ends such a run early.
 L1_LOCKUP_FATAL_S = 50
 _SOFT_LOCKUP = re.compile(r"BUG: soft lockup - CPU#\d+ stuck for (\d+)s!")
+# An RCU stall report (a vCPU of L1 did not run for 21 s) followed by this long with no
+# results written: L1 is wedged. 2026-12-07: vCPU 0's timer stopped 130 s after boot
+# ("rcu_preempt detected stalls", "timer wakeup didn't happen"); vCPU 1 kept the heartbeat
+# going and nothing else happened until the idle watch ended it at 780 s.
+L1_STALL_SILENCE_S = 120.0
+_RCU_STALL = re.compile(r"rcu: INFO: rcu_\w+ (?:detected stalls|self-detected stall)")
 
 
 @dataclass
@@ -88,6 +94,7 @@ class ConsoleStatus:
     setup_failure: str | None = None  # the SGL1-SETUP-FAILED / init FAILED reason, if any
     start_uptime: float | None = None  # L1 uptime (s) when the command started
     wedged: str | None = None  # a soft-lockup report of L1_LOCKUP_FATAL_S or more
+    rcu_stall: str | None = None  # the first RCU stall report, if any
 
 
 class ConsoleWatcher:
@@ -134,6 +141,8 @@ class ConsoleWatcher:
         lockup = _SOFT_LOCKUP.search(line)
         if lockup and int(lockup.group(1)) >= L1_LOCKUP_FATAL_S and st.wedged is None:
             st.wedged = line.strip()
+        if st.rcu_stall is None and _RCU_STALL.search(line):
+            st.rcu_stall = line.strip()
         for marker in (SETUP_FAILED, "sg-l1: FAILED:"):
             if line.startswith(marker) and st.setup_failure is None:
                 st.setup_failure = line[len(marker) :].strip()
@@ -556,6 +565,13 @@ def _supervise(
                     hint=f"console log: {console}",
                 )
             idle = progress.idle_for()
+            if status.rcu_stall and idle > L1_STALL_SILENCE_S:
+                proc.kill_group(child)
+                raise InfraError(
+                    f"L1 test VM wedged: {status.rcu_stall!r}, then nothing written for "
+                    f"{idle:.0f} s; killed after {time.monotonic() - started:.0f} s",
+                    hint=f"console log: {console}",
+                )
             if idle > L1_IDLE_TIMEOUT:
                 proc.kill_group(child)
                 raise InfraError(
