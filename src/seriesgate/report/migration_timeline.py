@@ -235,8 +235,15 @@ def plot(test: str, runs: dict[str, dict[str, Any]], path: Path) -> Path:
         squeeze=False,
         gridspec_kw={"height_ratios": [r + 1.5 for r in rows]},
     )
+    # Every map's end too: a map still running at the run's last event (device start) is
+    # drawn whole, its label inside the figure.
     x_end = max(
-        max(tl["end"], tl["crash"]["at"] if tl.get("crash") else 0.0) for tl in runs.values()
+        max(
+            tl["end"],
+            tl["crash"]["at"] if tl.get("crash") else 0.0,
+            *(mp["start"] + mp["duration"] for mp in tl["maps"]),
+        )
+        for tl in runs.values()
     )
     x_end = x_end if x_end > 0 else 1.0
     threads: set[str] = set()
@@ -267,8 +274,13 @@ def plot(test: str, runs: dict[str, dict[str, Any]], path: Path) -> Path:
             ax.axvspan(crash["at"], x_end * 1.04, color="#bbbbbb", alpha=0.35, lw=0)
             ax.axvline(crash["at"], color="#d62728", lw=2.5)
             after = f" after {crash['after']}" if crash.get("after") else ""
-            ax.text(crash["at"], n * 0.5, f"  {crash['vm']} died on {crash['signal']}{after}",
-                    color="#d62728", fontsize=9, fontweight="bold", va="center")  # fmt: skip
+            # Left of the line when the crash is late: the label would run off the figure
+            # (and tight_layout gave up with a warning on the cold run of 2026-12-07).
+            late = crash["at"] > 0.5 * x_end
+            label = f"{crash['vm']} died on {crash['signal']}{after}"
+            ax.text(crash["at"], n * 0.5, f"{label}  " if late else f"  {label}",
+                    color="#d62728", fontsize=9, fontweight="bold", va="center",
+                    ha="right" if late else "left")  # fmt: skip
         if not tl["maps"]:
             why = "no guest-RAM map before the crash" if crash else "no guest-RAM map traced"
             ax.text(0.99, 0.12, why, transform=ax.transAxes, fontsize=8, color="#555", ha="right")
