@@ -220,3 +220,32 @@ def test_variants_follow_the_build_stage() -> None:
     assert runner.variants_of({"baseline": JOB, "patched": JOB}) == ("baseline", "patched")
     three = {"baseline": JOB, "patched": JOB, "repaired": JOB}
     assert runner.variants_of(three) == ("baseline", "patched", "repaired")
+
+
+def test_a_bisect_probe_whose_test_vm_is_lost_is_booted_once_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One lost L1 must not cost the bisect its answer: the probe boots again, into its own
+    directory; a second loss, and SIGTERM, are raised."""
+    from seriesgate.errors import InfraError
+    from seriesgate.functional import runner
+    from seriesgate.functional.model import FunctionalResults
+    from seriesgate.testenv.vm import Terminated
+
+    dirs: list[Path] = []
+    losses = [InfraError("L1 test VM stopped: its heartbeat is 95 s old")]
+
+    def one_boot(_builds_in: object, _env: object, **kw: object) -> FunctionalResults:
+        dirs.append(Path(str(kw["results_dir"])))
+        if losses:
+            raise losses.pop(0)
+        return FunctionalResults(outcomes=tuple(parse_job(JOB, "probe")), job_dirs=(), env={})
+
+    monkeypatch.setattr(runner, "run_functional", one_boot)
+    probe = runner.run_single_test(JOB, "x", env=object(), results_dir=tmp_path)  # type: ignore[arg-type]
+    assert probe.build == "probe"
+    assert dirs == [tmp_path, tmp_path / runner.PROBE_AGAIN_DIR]
+    for lost in ([InfraError("lost"), InfraError("lost again")], [Terminated("SIGTERM")]):
+        losses[:] = lost
+        with pytest.raises(InfraError):
+            runner.run_single_test(JOB, "x", env=object(), results_dir=tmp_path)  # type: ignore[arg-type]

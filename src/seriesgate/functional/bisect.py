@@ -156,7 +156,7 @@ class CachedProbes:
         self, binary: Path, test_id: str, env: TestEnv, results_dir: Path, firmware: Sequence[Path]
     ) -> TestOutcome:
         from seriesgate.functional import baseline_cache as bc
-        from seriesgate.functional.runner import parse_job
+        from seriesgate.functional.runner import PROBE_AGAIN_DIR, parse_job
 
         key, comps = self._key(binary, test_id)
         hit = bc.load(key)
@@ -167,7 +167,11 @@ class CachedProbes:
                 progress.say("bisect", f"probe reused from {hit.from_run} ({hit.date})")
                 return found[0]
         outcome = self.inner(binary, test_id, env, results_dir, firmware)
-        jobs = sorted(results_dir.glob("probe/job-*"))
+        # The last job: a second boot's (runner.PROBE_AGAIN_DIR) when the first was lost.
+        jobs = [
+            *sorted(results_dir.glob("probe/job-*")),
+            *sorted(results_dir.glob(f"{PROBE_AGAIN_DIR}/probe/job-*")),
+        ]
         if jobs and not bc.unreliable([outcome]):
             bc.store(key, comps, {"job": str(jobs[-1])}, from_run=results_dir.parents[2].name)
         return outcome

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -374,6 +375,9 @@ def run_functional(
     return FunctionalResults(outcomes=tuple(outcomes), job_dirs=tuple(jobs), env=facts)
 
 
+PROBE_AGAIN_DIR = "again"  # a probe's second boot, after its test VM was lost
+
+
 def run_single_test(
     binary: Path,
     test_id: str,
@@ -383,16 +387,30 @@ def run_single_test(
     firmware_dirs: Sequence[Path] = (),
     build: str = "probe",
 ) -> TestOutcome:
-    """Run one test (``tests/functional/x.py:Class.test``) on one binary, no retry (bisect)."""
-    results = run_functional(
+    """Run one test (``tests/functional/x.py:Class.test``) on one binary, no retry (bisect).
+
+    A test VM lost during the probe (L1 died, hung or wedged) is booted once more, into
+    ``results_dir/PROBE_AGAIN_DIR``: one lost L1 would otherwise cost the bisect its answer.
+    A second loss, or anything that is not the test VM's failure, is raised.
+    """
+    from seriesgate.testenv.vm import Terminated  # SIGTERM: stop, never boot again
+
+    run = partial(
+        run_functional,
         {build: binary},
         env,
-        results_dir=results_dir,
         builds=(build,),
         retry=False,
         firmware_dirs=firmware_dirs,
         tests=(test_id,),
     )
+    try:
+        results = run(results_dir=results_dir)
+    except Terminated:
+        raise
+    except InfraError as exc:
+        say("bisect", f"test environment failed ({exc}); booting it again for this probe")
+        results = run(results_dir=results_dir / PROBE_AGAIN_DIR)
     if not results.outcomes:
         raise InfraError(f"test {test_id} did not run", hint=f"see {results_dir}")
     return results.outcomes[0]
