@@ -28,8 +28,15 @@ COLD_TARGET_S = 1200.0
 
 
 def boots(results: Path) -> int:
-    """Test-VM boots of the functional stage (one directory per boot)."""
-    return len(list(results.glob("functional/*/attempt-*")))
+    """Test-VM boots of the functional and bisect stages (one directory per boot; a bisect
+    probe that ran on the cache booted nothing)."""
+    probes = [d for d in results.glob("bisect/*/patch-*") if (d / "l1-console.log").exists()]
+    return len(list(results.glob("functional/*/attempt-*"))) + len(probes) + bisect_losses(results)
+
+
+def bisect_losses(results: Path) -> int:
+    """Bisect probes whose test VM was lost and booted again (runner.PROBE_AGAIN_DIR)."""
+    return len(list(results.glob("bisect/*/patch-*/again")))
 
 
 def one_run(n: int, args: list[str]) -> dict[str, Any]:
@@ -42,7 +49,8 @@ def one_run(n: int, args: list[str]) -> dict[str, Any]:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     facts = summary.get("environment", {}).get("facts", {})
     total_boots = boots(out)
-    died = len(facts.get("l1_retries", []))  # every lost test VM is recorded there
+    losses = [str(r.get("error", "")) for r in facts.get("l1_retries", [])]
+    died = len(losses) + bisect_losses(out)  # every lost functional test VM is in l1_retries
     # Tests that started from a guest an earlier test left running (guestpool).
     sources = [(t.get("measurements") or {}).get("source_guest") for t in summary.get("tests", [])]
     shared = [s for s in sources if isinstance(s, dict)]
@@ -59,6 +67,7 @@ def one_run(n: int, args: list[str]) -> dict[str, Any]:
         "stage_times": summary.get("stage_times", {}),
         "boots": total_boots,
         "l1_deaths": died,
+        "l1_losses": [ln.splitlines()[0][:120] for ln in losses if ln],
         "baseline_reused": bool(facts.get("baseline_reuse")),
         "tests_on_shared_guests": len(shared),
         "shared_guest_checks_failed": sum("check_failed" in s for s in shared),
@@ -86,6 +95,8 @@ def main() -> int:
             flush=True,
         )
         print(f"  {stages}", flush=True)
+        for loss in r["l1_losses"]:
+            print(f"  test VM lost: {loss}", flush=True)
         print(f"  {r['verdict_line'] or r['headline']}", flush=True)
     undecided = sum(r["verdict"] == "undecided" for r in runs)
     deaths = sum(r["l1_deaths"] for r in runs)
