@@ -525,6 +525,7 @@ def _supervise(
     deadline = started + timeout
     watcher = ConsoleWatcher(nonce, echo)
     progress = ProgressWatch(console.parent, ignore=NOT_PROGRESS_FILES)
+    stall_seen: float | None = None  # when the console's RCU stall report was first read
     with open(console, errors="replace") as reader:
         while True:
             done = child.poll() is not None
@@ -565,11 +566,15 @@ def _supervise(
                     hint=f"console log: {console}",
                 )
             idle = progress.idle_for()
-            if status.rcu_stall and idle > L1_STALL_SILENCE_S:
+            if status.rcu_stall and stall_seen is None:
+                stall_seen = time.monotonic()
+            # Silent since the stall report, not merely before it.
+            silent = min(idle, time.monotonic() - stall_seen) if stall_seen else 0.0
+            if silent > L1_STALL_SILENCE_S:
                 proc.kill_group(child)
                 raise InfraError(
                     f"L1 test VM wedged: {status.rcu_stall!r}, then nothing written for "
-                    f"{idle:.0f} s; killed after {time.monotonic() - started:.0f} s",
+                    f"{silent:.0f} s; killed after {time.monotonic() - started:.0f} s",
                     hint=f"console log: {console}",
                 )
             if idle > L1_IDLE_TIMEOUT:
