@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -449,3 +450,82 @@ def test_a_stopped_heartbeat_ends_the_l1_run_long_before_the_idle_watch(
         child.wait()
     assert time.monotonic() - started < 10.0
     assert child.returncode is not None
+
+
+def _firmware(tmp_path: Path, triple_fault: bool) -> Path:
+    """A 64 KiB BIOS image: at the reset vector either ``lidt`` of a zero-limit IDT and
+    ``int3`` (a triple fault at once, EIP 0xfff6) or ``hlt`` for ever."""
+    image = bytearray(b"\xf4" * 65536)  # hlt
+    if triple_fault:
+        image[0xFFE0:0xFFE6] = bytes(6)  # the IDT descriptor: limit 0, base 0
+        image[0xFFF0:0xFFF8] = bytes([0x2E, 0x0F, 0x01, 0x1E, 0xE0, 0xFF, 0xCC, 0xF4])
+    path = tmp_path / "bios.bin"
+    path.write_bytes(bytes(image))
+    return path
+
+
+def _paused_l1(tmp_path: Path, firmware: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """A real QEMU (the L1 QEMU of the host) with L1's ending options and a QMP socket."""
+    sock = Path(tempfile.mkdtemp(prefix="sg-t-")) / "qmp.sock"
+    argv = vm.l1_command(Path("/k"), Path("/i"), "x", tmp_path / "c.log", tmp_path, 64,
+                         qmp_socket=sock)  # fmt: skip
+    ending = argv[argv.index("-action") : argv.index("-action") + 4]
+    assert "-no-reboot" not in argv and ending[1] == "reboot=shutdown,shutdown=pause"
+    cmd = ["qemu-system-x86_64", "-M", "q35", "-accel", "tcg", "-smp", "2", "-nodefaults",
+           "-display", "none", "-bios", str(firmware), "-d", "cpu_reset", *ending]  # fmt: skip
+    log = open(tmp_path / "l1-qemu.log", "w")  # noqa: SIM115 (closed with the process)
+    child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return child, sock
+
+
+def test_an_l1_triple_fault_leaves_every_vcpu_s_registers(tmp_path: Path) -> None:
+    """A real triple fault under the L1 options: QEMU pauses, the host reads the vCPUs'
+    state over QMP (the faulting EIP), quits QEMU and names the fault."""
+    from seriesgate.testenv.l1monitor import L1Monitor
+
+    child, sock = _paused_l1(tmp_path, _firmware(tmp_path, triple_fault=True))
+    console = tmp_path / "l1-console.log"
+    console.write_text("")
+    started = time.monotonic()
+    try:
+        status = vm._supervise(child, console, "n", 30.0, None, {}, L1Monitor(sock))
+        child.wait(timeout=10)
+    finally:
+        proc_kill(child)
+    assert status.exit_status is None and time.monotonic() - started < 10.0
+    registers = (tmp_path / vm.L1_REGISTERS).read_text()
+    assert "CPU#0" in registers and "CPU#1" in registers
+    assert L1Monitor.rips(registers)[0] == "0000fff6"  # the int3 that faulted
+    assert child.returncode == 0  # quit over QMP, not killed
+    reason = vm.l1_qemu_reason((tmp_path / "l1-qemu.log").read_text(), child.returncode)
+    assert reason == "L1 triple fault (L1 QEMU exit 0)"
+
+
+def test_an_l1_that_finished_is_quit_after_the_poweroff_patience(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SGL1-EXIT seen and the guest does not power off (here: it halts): QEMU is asked to
+    quit once the patience is over, and no registers are kept (nothing went wrong)."""
+    from seriesgate.testenv.l1monitor import L1Monitor
+
+    monkeypatch.setattr(vm, "L1_POWEROFF_PATIENCE", 0.5)
+    child, sock = _paused_l1(tmp_path, _firmware(tmp_path, triple_fault=False))
+    console = tmp_path / "l1-console.log"
+    console.write_text("SGL1-START n 1.00\nSGL1-EXIT n 0\n")
+    monitor = L1Monitor(sock)
+    deadline = time.monotonic() + 10
+    while not monitor.connected() and time.monotonic() < deadline:
+        time.sleep(0.05)  # so that quit reaches it: the console says EXIT at once
+    try:
+        status = vm._supervise(child, console, "n", 30.0, None, {}, monitor)
+        child.wait(timeout=10)
+    finally:
+        proc_kill(child)
+    assert status.exit_status == 0 and child.returncode == 0
+    assert not (tmp_path / vm.L1_REGISTERS).exists()
+
+
+def proc_kill(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.kill()
+        child.wait()

@@ -16,9 +16,11 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -34,6 +36,7 @@ from seriesgate.testenv import accel as l1accel
 from seriesgate.testenv import l1qemu
 from seriesgate.testenv.assets import STAGE, l1_lock
 from seriesgate.testenv.inside import SETUP_FAILED, RunSpec
+from seriesgate.testenv.l1monitor import L1Monitor
 
 # 3 GiB (room for two pinned 1 GiB guests, the migration overrun case) went with test-VM
 # crashes within 64-353 s in CI dry runs, 1 GiB with 668-1254 s: 1 GiB until that is
@@ -67,6 +70,10 @@ L1_IDLE_TIMEOUT = 660.0
 # Files that are not progress for that watch: L1's console (l1-console.log) and every L2
 # guest's (<vm>.console.log), and L1's heartbeat.
 L1_HEARTBEAT = "l1-heartbeat"
+# After SGL1-EXIT the L1 guest powers off; this long is allowed for it (s).
+L1_POWEROFF_PATIENCE = 5.0
+# Every vCPU's registers when L1 shut down or reset without the command's exit status.
+L1_REGISTERS = "l1-registers.txt"
 NOT_PROGRESS_FILES = ("*console.log", L1_HEARTBEAT)
 # The L1 init rewrites l1-heartbeat (results dir, over 9p) every 10 s. Older than this: the
 # L1 itself has stopped (2026-12-07: an L1 silent on its console from 370 s on, ended by
@@ -203,9 +210,21 @@ def l1_command(
     accel: str = "tcg",
     accel_options: str = "",
     smp: int | None = None,
+    qmp_socket: Path | None = None,
 ) -> list[str]:
     """The L1 QEMU command line (TCG with -cpu max for nested svm, or KVM with -cpu host;
-    9p host root + results); ``smp`` vCPUs (default: ``l1_smp()``)."""
+    9p host root + results); ``smp`` vCPUs (default: ``l1_smp()``). With ``qmp_socket`` L1
+    pauses when it shuts down or resets instead of exiting (:mod:`.l1monitor` reads its
+    registers then quits it); without, ``-no-reboot`` makes it exit."""
+    if qmp_socket is None:
+        ending = ["-no-reboot"]
+    else:
+        ending = [
+            "-action",
+            "reboot=shutdown,shutdown=pause",
+            "-qmp",
+            f"unix:{qmp_socket},server=on,wait=off",
+        ]
     return [
         *l1qemu.command_prefix(),
         "-name",
@@ -221,7 +240,7 @@ def l1_command(
         "-m",
         f"{memory_mb}M",
         "-nodefaults",
-        "-no-reboot",
+        *ending,
         # A triple fault ends L1 silently under -no-reboot: log resets (to l1-qemu.log).
         "-d",
         "cpu_reset",
@@ -302,12 +321,18 @@ def run_l1(
         + base64.b64encode(conf.encode()).decode()
     )
     smp = smp or l1_smp()
+    # Not in the results dir: that is shared into L1, and sun_path holds only 108 bytes.
+    monitor_dir = Path(tempfile.mkdtemp(prefix="sg-l1-"))
+    qmp_socket = monitor_dir / "qmp.sock"
     argv = l1_command(
-        kernel, initrd, append, console, results, memory_mb, accel, accel_options, smp
-    )
-    with _sigterm_raises(), l1_lock("another L1 test VM"):
+        kernel, initrd, append, console, results, memory_mb, accel, accel_options, smp,
+        qmp_socket,
+    )  # fmt: skip
+    with _sigterm_raises(), l1_lock("another L1 test VM"), _removed(monitor_dir):
         for attempt in range(1, BOOT_ATTEMPTS + 1):
-            status, elapsed, returncode = _boot_once(argv, results, nonce, timeout, echo)
+            status, elapsed, returncode = _boot_once(
+                argv, results, nonce, timeout, echo, L1Monitor(qmp_socket)
+            )
             if (
                 status.started
                 or status.exit_status is not None
@@ -339,9 +364,13 @@ def run_l1(
         reason = console_reason(
             proc.tail(console.read_text(errors="replace"), 300)
         ) or l1_qemu_reason(qemu_log.read_text(errors="replace"), returncode)
+        registers = results / L1_REGISTERS
+        rips = L1Monitor.rips(registers.read_text()) if registers.exists() else []
+        where = f"; vCPU RIPs {' '.join(rips)} ({L1_REGISTERS})" if rips else ""
         raise InfraError(
             f"L1 test VM ended after {elapsed:.0f} s without the command's exit status"
-            + (f": {reason}" if reason else ""),
+            + (f": {reason}" if reason else "")
+            + where,
             hint=f"console log: {console}",
         )
     say(STAGE, f"L1 test VM done: exit {status.exit_status} ({elapsed:.1f} s)")
@@ -389,6 +418,15 @@ class Terminated(InfraError):
 
 
 @contextmanager
+def _removed(directory: Path) -> Iterator[None]:
+    """``directory`` is removed on the way out, whatever happened."""
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
 def _sigterm_raises() -> Iterator[None]:
     """Turn SIGTERM into an exception so every `finally` reaps L1 (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
@@ -406,15 +444,24 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 def _boot_once(
-    argv: list[str], results: Path, nonce: str, timeout: float, echo: TextIO | None
+    argv: list[str],
+    results: Path,
+    nonce: str,
+    timeout: float,
+    echo: TextIO | None,
+    monitor: L1Monitor | None = None,
 ) -> tuple[ConsoleStatus, float, int | None]:
-    """One L1 boot and run; writes l1-timing.json; returns the console status, wall time and
-    the L1 QEMU's exit status."""
+    """One L1 boot and run; writes l1-timing.json (and l1-registers.txt when L1 ended
+    without the command's exit status); returns the console status, wall time and the L1
+    QEMU's exit status."""
     console = results / "l1-console.log"
     results.mkdir(parents=True, exist_ok=True)
     console.write_text("")
     # A heartbeat left by an earlier boot in this directory would look like a stopped L1.
     (results / L1_HEARTBEAT).unlink(missing_ok=True)
+    (results / L1_REGISTERS).unlink(missing_ok=True)
+    if monitor is not None:
+        monitor.path.unlink(missing_ok=True)  # an earlier boot's socket
     say(STAGE, f"boot L1 test VM (console: {console})")
     started = time.monotonic()
     with open(results / "l1-qemu.log", "w") as log:
@@ -427,8 +474,10 @@ def _boot_once(
         )
         timing: dict[str, float] = {}
         try:
-            status = _supervise(child, console, nonce, timeout, echo, timing)
+            status = _supervise(child, console, nonce, timeout, echo, timing, monitor)
         finally:
+            if monitor is not None:
+                monitor.close()
             proc.kill_group(child)
             child.wait()
     elapsed = time.monotonic() - started
@@ -513,6 +562,24 @@ def heartbeat_age(path: Path, now: float | None = None) -> float | None:
     return (time.time() if now is None else now) - mtime
 
 
+def _wait_for_poweroff(
+    child: subprocess.Popen[bytes], monitor: L1Monitor | None, patience: float
+) -> None:
+    """Let the L1 QEMU end: it exits by itself under -no-reboot; with a monitor it pauses
+    once the guest is off (within ``patience`` s), and is asked to quit."""
+    deadline = time.monotonic() + patience
+    while monitor is not None and time.monotonic() < deadline and child.poll() is None:
+        if monitor.ended(now=True):
+            break
+        time.sleep(0.1)
+    if monitor is not None:
+        monitor.quit()
+    try:
+        child.wait(timeout=5 if monitor is not None else patience)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def _supervise(
     child: subprocess.Popen[bytes],
     console: Path,
@@ -520,6 +587,7 @@ def _supervise(
     timeout: float,
     echo: TextIO | None,
     timing: dict[str, float],
+    monitor: L1Monitor | None = None,
 ) -> ConsoleStatus:
     started = time.monotonic()
     deadline = started + timeout
@@ -538,10 +606,15 @@ def _supervise(
             if done or status.exit_status is not None:
                 # After SGL1-EXIT the guest only powers off: give it a moment, then move on.
                 if not done:
-                    try:
-                        child.wait(timeout=5)
-                    except subprocess.TimeoutExpired:
-                        pass
+                    _wait_for_poweroff(child, monitor, L1_POWEROFF_PATIENCE)
+                return watcher.feed(reader.read() + "\n")
+            if monitor is not None and monitor.ended():
+                # Shut down or reset without the command's exit status: a triple fault or
+                # a panic. Keep every vCPU's state, then let QEMU go.
+                status = watcher.feed(reader.read())
+                if status.exit_status is None:
+                    (console.parent / L1_REGISTERS).write_text(monitor.registers())
+                _wait_for_poweroff(child, monitor, 0.0)
                 return watcher.feed(reader.read() + "\n")
             if time.monotonic() > deadline:
                 proc.kill_group(child)
