@@ -21,6 +21,11 @@ and how (the console's panic/Oops line, a triple fault in l1-qemu.log, a wedge o
 "guest agent ready in X s" log lines) and the wall time. Prints one line per boot and a
 summary per variant; writes ``bench-l1.json`` (rewritten after every boot) in the results dir.
 
+Two variables of a variant are the bench's own, not passed on: ``BENCH_QEMU_UNDER_TEST=PATH``
+runs that variant's boots on another QEMU build (e.g. patched against baseline: does the
+QEMU under test change how often L1 dies?) and ``BENCH_TESTS=REF[;REF...]`` runs other tests
+than ``TESTS``.
+
 ``--until HH:MM`` (UTC): start a round only if it can end by then (estimated from the
 slowest round so far); a boot still running then is stopped (SIGTERM), none starts after it,
 and that round is not counted for any variant.
@@ -197,17 +202,22 @@ def variants_of(qemus: list[str] | None, variants: list[str] | None) -> list[Var
     return found
 
 
+BENCH_VARS = ("BENCH_QEMU_UNDER_TEST", "BENCH_TESTS")  # read by the bench, not passed on
+
+
 def child_env(variant: Variant, base: dict[str, str]) -> dict[str, str]:
     """The environment of a boot: ``base`` (ours), this checkout's src first on PYTHONPATH,
-    then the variant's variables.
+    then the variant's variables (except the bench's own, ``BENCH_VARS``).
 
-    >>> e = child_env(Variant("x", {"SERIESGATE_L1_SMP": "1"}), {"PYTHONPATH": "/a"})
-    >>> e["SERIESGATE_L1_SMP"], e["PYTHONPATH"] == f"{ROOT / 'src'}:/a"
-    ('1', True)
+    >>> e = child_env(Variant("x", {"SERIESGATE_L1_SMP": "1", "BENCH_TESTS": "t"}),
+    ...               {"PYTHONPATH": "/a"})
+    >>> e["SERIESGATE_L1_SMP"], e["PYTHONPATH"] == f"{ROOT / 'src'}:/a", "BENCH_TESTS" in e
+    ('1', True, False)
     """
     src = str(ROOT / "src")
     path = [p for p in base.get("PYTHONPATH", "").split(":") if p and p != src]
-    return {**base, "PYTHONPATH": ":".join([src, *path]), **variant.env}
+    own = {k: v for k, v in variant.env.items() if k not in BENCH_VARS}
+    return {**base, "PYTHONPATH": ":".join([src, *path]), **own}
 
 
 @dataclass
@@ -347,14 +357,15 @@ def run_boot(
         "--build",
         "baseline",
         "--bin",
-        f"baseline={baseline}",
+        f"baseline={variant.env.get('BENCH_QEMU_UNDER_TEST', baseline)}",
         "--no-retry",
         "--results-dir",
         str(results_dir),
     ]
     for d in FIRMWARE_DIRS:
         argv += ["--firmware-dir", d]
-    for test in TESTS:
+    tests = variant.env["BENCH_TESTS"].split(";") if "BENCH_TESTS" in variant.env else TESTS
+    for test in tests:
         argv += ["--test", test]
     env = child_env(variant, dict(os.environ))
     started = time.monotonic()
