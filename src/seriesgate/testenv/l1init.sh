@@ -83,6 +83,15 @@ mount -t tracefs tracefs $r/sys/kernel/tracing 2>/dev/null
 # that hangs stops it; a test that hangs in a live L1 does not (Avocado's timeouts do that).
 (while :; do cut -d' ' -f1 /proc/uptime > "$r$results/l1-heartbeat"; sleep 10; done) &
 beat=$!
+if [ -n "$kvm_order" ]; then
+  # Where the KVM modules lie (KASLR): the RIP of an L1 that dies in them is named with it
+  # (vm.L1_REGISTERS, l1monitor.symbolize).
+  (n=0
+   until grep -qE '^kvm_(amd|intel) .* Live ' /proc/modules || [ $n -ge 300 ]; do
+     sleep 0.1; n=$((n + 1))
+   done
+   grep -E '\[kvm(_amd|_intel)?\]$' /proc/kallsyms > "$r$results/l1-kvm-symbols.txt") &
+fi
 
 echo "SGL1-START $nonce $(cut -d' ' -f1 /proc/uptime)"
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \

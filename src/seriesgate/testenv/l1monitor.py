@@ -9,6 +9,9 @@ where.
 
 >>> L1Monitor.rips("CPU#0\\nRIP=ffffffff81001234 RFL=00000046\\nCPU#1\\nRIP=0000fff6 x\\n")
 ['ffffffff81001234', '0000fff6']
+>>> syms = "ffffffffc05b5000 t svm_vcpu_run\\t[kvm_amd]\\nffffffffc05b6000 T x\\t[kvm_amd]\\n"
+>>> symbolize("ffffffffc05b5c60", syms), symbolize("ffffffff81000000", syms)
+('svm_vcpu_run+0xc60 [kvm_amd]', '')
 """
 
 from __future__ import annotations
@@ -103,3 +106,31 @@ class L1Monitor:
     def rips(registers: str) -> list[str]:
         """The instruction pointer of each vCPU in an ``info registers -a`` text."""
         return _RIP.findall(registers)
+
+
+# A module symbol is never this far from the next one; beyond it, the RIP is not in them.
+_MAX_SYMBOL_SIZE = 0x10000
+
+
+def symbolize(rip: str, symbols: str) -> str:
+    """``rip`` (hex) as ``function+0xoffset [module]`` from ``/proc/kallsyms`` lines of the
+    L1's KVM modules (``l1-kvm-symbols.txt``, written by the L1 init); "" when not in them."""
+    try:
+        address = int(rip, 16)
+    except ValueError:
+        return ""
+    best: tuple[int, str, str] | None = None
+    for line in symbols.splitlines():
+        fields = line.split()
+        if len(fields) < 3 or fields[1].lower() not in ("t", "w"):
+            continue
+        try:
+            start = int(fields[0], 16)
+        except ValueError:
+            continue
+        module = fields[3] if len(fields) > 3 else ""
+        if start <= address and (best is None or start > best[0]):
+            best = (start, fields[2], module)
+    if best is None or address - best[0] > _MAX_SYMBOL_SIZE:
+        return ""
+    return f"{best[1]}+{address - best[0]:#x} {best[2]}".strip()

@@ -36,7 +36,7 @@ from seriesgate.testenv import accel as l1accel
 from seriesgate.testenv import l1qemu
 from seriesgate.testenv.assets import STAGE, l1_lock
 from seriesgate.testenv.inside import SETUP_FAILED, RunSpec
-from seriesgate.testenv.l1monitor import L1Monitor
+from seriesgate.testenv.l1monitor import L1Monitor, symbolize
 
 # 3 GiB (room for two pinned 1 GiB guests, the migration overrun case) went with test-VM
 # crashes within 64-353 s in CI dry runs, 1 GiB with 668-1254 s: 1 GiB until that is
@@ -74,6 +74,7 @@ L1_HEARTBEAT = "l1-heartbeat"
 L1_POWEROFF_PATIENCE = 5.0
 # Every vCPU's registers when L1 shut down or reset without the command's exit status.
 L1_REGISTERS = "l1-registers.txt"
+L1_KVM_SYMBOLS = "l1-kvm-symbols.txt"  # the KVM modules' symbols, written by the L1 init
 NOT_PROGRESS_FILES = ("*console.log", L1_HEARTBEAT)
 # The L1 init rewrites l1-heartbeat (results dir, over 9p) every 10 s. Older than this: the
 # L1 itself has stopped (2026-12-07: an L1 silent on its console from 370 s on, ended by
@@ -366,7 +367,10 @@ def run_l1(
         ) or l1_qemu_reason(qemu_log.read_text(errors="replace"), returncode)
         registers = results / L1_REGISTERS
         rips = L1Monitor.rips(registers.read_text()) if registers.exists() else []
-        where = f"; vCPU RIPs {' '.join(rips)} ({L1_REGISTERS})" if rips else ""
+        symbols_file = results / L1_KVM_SYMBOLS
+        symbols = symbols_file.read_text(errors="replace") if symbols_file.exists() else ""
+        named = [" ".join(filter(None, (rip, symbolize(rip, symbols)))) for rip in rips]
+        where = f"; vCPU RIPs {', '.join(named)} ({L1_REGISTERS})" if rips else ""
         raise InfraError(
             f"L1 test VM ended after {elapsed:.0f} s without the command's exit status"
             + (f": {reason}" if reason else "")
