@@ -529,3 +529,17 @@ def proc_kill(child: subprocess.Popen[bytes]) -> None:
     if child.poll() is None:
         child.kill()
         child.wait()
+
+
+def test_the_rip_of_a_real_l1_triple_fault_is_named_in_kvm_amd() -> None:
+    """bench-l1 2026-12-07 round 8: an L1 triple fault with vCPU 0 in L1 KVM's VMRUN; the
+    registers from QMP, the symbols (kvm_amd's lines) from that boot's L1 init."""
+    from seriesgate.testenv.l1monitor import L1Monitor, symbolize
+
+    registers = read("l1-registers-triple-fault.txt")
+    symbols = read("l1-kvm-amd-symbols.txt")
+    rips = L1Monitor.rips(registers)
+    assert rips == ["ffffffffc0861c60", "00007f33c696c6b0"]
+    assert symbolize(rips[0], symbols) == "__svm_vcpu_run+0xa0 [kvm_amd]"
+    assert symbolize(rips[1], symbols) == ""  # L1 user space: not in the modules
+    assert "CR2=fffffe0000000080" in registers  # the IDT's double-fault gate
