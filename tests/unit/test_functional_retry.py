@@ -130,6 +130,14 @@ def test_a_second_attempt_is_not_run_a_third_time() -> None:
     assert table(listed)[("baseline", "X.test_b")] == (False, "failed twice already")
 
 
+def later_note(later: list[TestOutcome], earlier: list[ReproducedCrash]) -> str:
+    """A later boot's decisions given an earlier boot's reproduced crashes: patched's crash
+    is not retried; the note of that decision."""
+    decisions = decide(later, reproduced=earlier)
+    assert retry_refs(decisions, "patched") == []
+    return decisions[1].note
+
+
 def test_a_crash_reproduced_in_an_earlier_boot_is_not_retried_in_a_later_one() -> None:
     # runF (2026-12-07): the migration group's retry reproduced patched's crash; the
     # migration-3072mb group then retried the same signature again (~30 s for nothing).
@@ -139,9 +147,7 @@ def test_a_crash_reproduced_in_an_earlier_boot_is_not_retried_in_a_later_one() -
     assert [(r.build, r.test) for r in earlier] == [("patched", "X.test_a")]
     assert ReproducedCrash.from_json(json.loads(json.dumps(earlier[0].to_json()))) == earlier[0]
     later = [replace(base["X.test_b"], status=Status.PASS), crashed(pat["X.test_b"])]
-    decisions = decide(later, reproduced=earlier)
-    assert retry_refs(decisions, "patched") == []
-    assert decisions[1].note == (
+    assert later_note(later, earlier) == (
         "not retried: same crash as X.test_a (SIGSEGV in qemu_get_subqueue), "
         "which crashed again on its retry"
     )
@@ -162,9 +168,7 @@ def test_a_crash_of_two_tests_in_one_boot_is_not_retried_in_a_later_boot() -> No
     assert [(r.build, r.test, r.tests) for r in earlier] == [("patched", "X.test_a", 2)]
     assert ReproducedCrash.from_json(json.loads(json.dumps(earlier[0].to_json()))) == earlier[0]
     later = [replace(base["X.test_b"], status=Status.PASS), crashed(pat["X.test_b"])]
-    decisions = decide(later, reproduced=earlier)
-    assert retry_refs(decisions, "patched") == []
-    assert decisions[1].note == (
+    assert later_note(later, earlier) == (
         "not retried: same crash as X.test_a (SIGSEGV in qemu_get_subqueue), "
         "which crashed 2 tests of this build"
     )

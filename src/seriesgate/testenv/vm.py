@@ -16,7 +16,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -322,14 +321,18 @@ def run_l1(
         + base64.b64encode(conf.encode()).decode()
     )
     smp = smp or l1_smp()
-    # Not in the results dir: that is shared into L1, and sun_path holds only 108 bytes.
-    monitor_dir = Path(tempfile.mkdtemp(prefix="sg-l1-"))
-    qmp_socket = monitor_dir / "qmp.sock"
-    argv = l1_command(
-        kernel, initrd, append, console, results, memory_mb, accel, accel_options, smp,
-        qmp_socket,
-    )  # fmt: skip
-    with _sigterm_raises(), l1_lock("another L1 test VM"), _removed(monitor_dir):
+    # The QMP socket is not in the results dir: that is shared into L1, and sun_path holds
+    # only 108 bytes.
+    with (
+        _sigterm_raises(),
+        l1_lock("another L1 test VM"),
+        tempfile.TemporaryDirectory(prefix="sg-l1-") as monitor_dir,
+    ):
+        qmp_socket = Path(monitor_dir) / "qmp.sock"
+        argv = l1_command(
+            kernel, initrd, append, console, results, memory_mb, accel, accel_options, smp,
+            qmp_socket,
+        )  # fmt: skip
         for attempt in range(1, BOOT_ATTEMPTS + 1):
             status, elapsed, returncode = _boot_once(
                 argv, results, nonce, timeout, echo, L1Monitor(qmp_socket)
@@ -419,15 +422,6 @@ def l1_qemu_reason(qemu_log: str, returncode: int | None) -> str:
 
 class Terminated(InfraError):
     """SIGTERM arrived while L1 ran (it was killed; results so far are kept)."""
-
-
-@contextmanager
-def _removed(directory: Path) -> Iterator[None]:
-    """``directory`` is removed on the way out, whatever happened."""
-    try:
-        yield
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @contextmanager
@@ -566,6 +560,12 @@ def heartbeat_age(path: Path, now: float | None = None) -> float | None:
     return (time.time() if now is None else now) - mtime
 
 
+def _killed(child: subprocess.Popen[bytes], why: str, console: Path) -> InfraError:
+    """Kill the L1 QEMU (its whole group) and say why, pointing at its console."""
+    proc.kill_group(child)
+    return InfraError(why, hint=f"console log: {console}")
+
+
 def _wait_for_poweroff(
     child: subprocess.Popen[bytes], monitor: L1Monitor | None, patience: float
 ) -> None:
@@ -621,26 +621,26 @@ def _supervise(
                 _wait_for_poweroff(child, monitor, 0.0)
                 return watcher.feed(reader.read() + "\n")
             if time.monotonic() > deadline:
-                proc.kill_group(child)
-                raise InfraError(
+                raise _killed(
+                    child,
                     f"L1 test VM timed out after {timeout:.0f} s and was killed; console tail:\n"
                     + watcher.tail(),
-                    hint=f"console log: {console}",
+                    console,
                 )
             if status.wedged:
-                proc.kill_group(child)
-                raise InfraError(
+                raise _killed(
+                    child,
                     f"L1 test VM wedged, killed after {time.monotonic() - started:.0f} s: "
                     f"{status.wedged}",
-                    hint=f"console log: {console}",
+                    console,
                 )
             beat_age = heartbeat_age(console.parent / L1_HEARTBEAT)
             if status.started and beat_age is not None and beat_age > L1_BEAT_TIMEOUT:
-                proc.kill_group(child)
-                raise InfraError(
+                raise _killed(
+                    child,
                     f"L1 test VM stopped: its heartbeat is {beat_age:.0f} s old (written every "
                     f"10 s); killed after {time.monotonic() - started:.0f} s",
-                    hint=f"console log: {console}",
+                    console,
                 )
             idle = progress.idle_for()
             if status.rcu_stall and stall_seen is None:
@@ -648,17 +648,17 @@ def _supervise(
             # Silent since the stall report, not merely before it.
             silent = min(idle, time.monotonic() - stall_seen) if stall_seen else 0.0
             if silent > L1_STALL_SILENCE_S:
-                proc.kill_group(child)
-                raise InfraError(
+                raise _killed(
+                    child,
                     f"L1 test VM wedged: {status.rcu_stall!r}, then nothing written for "
                     f"{silent:.0f} s; killed after {time.monotonic() - started:.0f} s",
-                    hint=f"console log: {console}",
+                    console,
                 )
             if idle > L1_IDLE_TIMEOUT:
-                proc.kill_group(child)
-                raise InfraError(
+                raise _killed(
+                    child,
                     f"L1 test VM hung: nothing written for {idle:.0f} s (results files: "
                     f"last {progress.last_path}); killed after {time.monotonic() - started:.0f} s",
-                    hint=f"console log: {console}",
+                    console,
                 )
             time.sleep(0.05)
