@@ -130,7 +130,7 @@ def _fake_boot(calls: list[dict[str, object]], lose_first: bool):
 
 
 def test_isolated_boots_again_only_for_the_builds_whose_job_did_not_finish(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The re-boot policy: a VM lost during patched's job keeps baseline's results, and the
     next boot gets baseline's finished job (for the retry decision) without re-running it."""
@@ -155,6 +155,11 @@ def test_isolated_boots_again_only_for_the_builds_whose_job_did_not_finish(
     assert [o.name for o in results.outcomes] == ["X.test_a", "X.test_a"]
     assert not_run == []
     assert any("baseline were kept; booted again for patched" in n for n in results.env["notes"])
+    # The console says why the group boots again, not only the report.
+    said = capsys.readouterr()
+    assert "test environment failed (L1 panic); kept baseline; booted again for patched" in (
+        said.out + said.err
+    )
 
 
 def test_isolated_reuses_a_stored_baseline_and_runs_only_patched(

@@ -759,6 +759,11 @@ def run_functional_isolated(
                     f"test VM failed during {label}; the finished jobs of "
                     f"{', '.join(kept)} were kept{again}: {lost}"
                 )
+                # The user sees why the group boots again, as for a loss before any job.
+                say(
+                    "functional",
+                    f"{label}: test environment failed ({lost}); kept {', '.join(kept) or 'nothing'}{again}",
+                )
             facts["notes"] += result.env.get("notes", [])
             facts.update(
                 {
