@@ -760,9 +760,10 @@ def run_functional_isolated(
                     f"{', '.join(kept)} were kept{again}: {lost}"
                 )
                 # The user sees why the group boots again, as for a loss before any job.
+                kept_text = ", ".join(kept) or "nothing"
                 say(
                     "functional",
-                    f"{label}: test environment failed ({lost}); kept {', '.join(kept) or 'nothing'}{again}",
+                    f"{label}: test environment failed ({lost}); kept {kept_text}{again}",
                 )
             facts["notes"] += result.env.get("notes", [])
             facts.update(
