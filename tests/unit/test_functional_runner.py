@@ -254,3 +254,32 @@ def test_a_bisect_probe_whose_test_vm_is_lost_is_booted_once_more(
         losses[:] = lost
         with pytest.raises(InfraError):
             runner.run_single_test(JOB, "x", env=object(), results_dir=tmp_path)  # type: ignore[arg-type]
+
+
+def test_a_tag_subset_reuses_the_baseline_of_every_test_when_its_group_is_smaller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make check` (every test) stores each group's baseline; a later `--tags quick` run,
+    whose single-VM group has fewer classes (other Avocado references), reuses it."""
+    from seriesgate.functional import runner
+    from seriesgate.functional.jobs import test_files
+    from seriesgate.testenv.model import GuestImage, Mode, TestEnv
+
+    files = test_files()
+    full = {g.label: g.references for g in runner.test_groups(files, ())}
+    quick = {g.label: g.references for g in runner.test_groups(files, ("quick",))}
+    assert quick[runner.SINGLE_VM_GROUP] != full[runner.SINGLE_VM_GROUP]  # the case at hand
+    monkeypatch.setenv("SERIESGATE_CACHE", str(tmp_path / "cache"))
+    binary = tmp_path / "qemu"
+    binary.write_bytes(b"baseline binary")
+    initrd = tmp_path / "l2.cpio"
+    initrd.write_bytes(b"l2")
+    env = TestEnv(Mode.VM, "6.12", GuestImage(initrd, initrd, ""), tmp_path, True)
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(runner, "run_functional", _fake_boot(calls, lose_first=False))
+    bins = {"baseline": binary, "patched": binary}
+    runner.run_functional_isolated(bins, env, results_dir=tmp_path / "all", tags=())
+    assert all(c["reused"] == [] for c in calls) and len(calls) == len(full)
+    calls.clear()
+    runner.run_functional_isolated(bins, env, results_dir=tmp_path / "quick", tags=("quick",))
+    assert calls == [{"builds": ["baseline", "patched"], "reused": ["baseline"]}] * len(quick)

@@ -617,13 +617,18 @@ class _BaselineReuse:
 
     def lookup(self, group: TestGroup) -> Any:
         """This group's stored baseline: of the same tests, else of every test (a superset:
-        the caller keeps the tests its tags select)."""
+        the caller keeps the tests its tags select). The run of every test has its own
+        group of the same label, with more classes (other references): its key is that
+        group's."""
         from seriesgate.functional import baseline_cache as bc
 
         if self.fresh:
             return None
-        comps = self.components(group)
-        return bc.load(bc.key_of(comps)) or bc.load(bc.key_of({**comps, "tags": []}))
+        hit = bc.load(bc.key_of(self.components(group)))
+        if hit is not None or not self.tags:
+            return hit
+        every = {g.label: g for g in test_groups(test_files(), ())}.get(group.label)
+        return None if every is None else bc.load(bc.key_of({**self.components(every), "tags": []}))
 
     def offer(
         self, group: TestGroup, outcomes: Sequence[TestOutcome], entry: Mapping[str, Any]
