@@ -39,6 +39,7 @@ from seriesgate.functional.test import Guest, VdpaTest
 from seriesgate.functional.timeline import (
     check_map_at_load_setup,
     latency_stats,
+    latency_within,
 )
 from seriesgate.functional.trace import read_trace, unmatched_maps
 from seriesgate.testenv import vdpa
@@ -48,13 +49,14 @@ from seriesgate.testenv.model import VdpaDevice
 NEW_MAC = "52:54:00:ab:cd:ef"
 STREAM = "/root/stream.txt"
 STREAM_INTERVAL_US = 5000
-# The QMP responsiveness bound (claim:map-in-thread). On baseline 10.0.13 the destination's
-# main thread pins all guest RAM inside vm_start: QMP stalls for the whole map (measured
-# here: 1.06-1.38 s of main-thread mapping for a 256 MB guest, 3.5 s on a loaded host).
-# An unblocked main thread answers query-status in about a millisecond; the rest of
-# switchover (device state load, vhost start without pinning) is tens of ms. 200 ms is
-# well above that and well below baseline's stall, so it separates "maps block the main
-# thread" from "they do not".
+# The QMP responsiveness bound (claim:map-in-thread), for query-status while the source
+# still runs (the destination maps then under the series). On baseline 10.0.13 the
+# destination's main thread pins all guest RAM inside vm_start: QMP stalls for the whole map
+# (measured: 3.0-3.5 s for a 1 GiB guest, all maps on the main thread). An unblocked main
+# thread answers query-status in milliseconds. The stop-and-copy is not bounded: the
+# destination's main loop loads the device state then on every build (233-367 ms stalls
+# here with no map on the main thread), which made a bound over the whole migration flip
+# between runs (docs/findings.md §3d).
 QMP_RTT_BOUND_MS = 200.0
 
 
@@ -516,24 +518,50 @@ class MigrationQmpResponsive(MigrationBase):
     PARK_GUESTS = False
 
     def test_query_status_rtt_while_mapping(self) -> None:
-        """query-status every ~10 ms on the destination; max RTT under QMP_RTT_BOUND_MS."""
+        """query-status every ~10 ms on the destination: no guest-RAM map on its main thread,
+        and max RTT under QMP_RTT_BOUND_MS while the source runs."""
         spec = self.spec(mem_mb=self.large_mem)
         src, dst, rec = self.migrate_pair(spec, spec, sample_rtt=True)
         tl = rec.timeline()
         m = tl.markers
-        window = (m.dest_setup or rec.started, (m.dest_completed or rec.ended) + 0.05)
-        stats = latency_stats(rec.rtt, window)
+        start, end = m.dest_setup or rec.started, (m.dest_completed or rec.ended) + 0.05
+        stop = m.source_stop or end
+        running = latency_within(rec.rtt, (start, stop))
+        after_stop = latency_stats(rec.rtt, (stop, end))
         self.measurements.update({"guest_mem_mb": self.large_mem, **rec.summary()})
         self.measurements.update(tl.summary())
-        self.measurements["qmp_rtt_migration"] = stats
+        self.measurements["qmp_rtt_migration"] = latency_stats(rec.rtt, (start, end))
+        self.measurements["qmp_rtt_source_running"] = running
+        self.measurements["qmp_rtt_stop_and_copy"] = after_stop
+        # Maps still running when the destination resumed: its device start waits for them
+        # (by design: "maps not finished by switchover complete at device start"; the
+        # overrun test owns that claim). Recorded, not bounded here.
+        last = tl.last_map_end
+        waited = max(0.0, last - m.dest_resume) if last and m.dest_resume else 0.0
+        self.measurements["maps_after_resume_ms"] = round(waited * 1000, 1)
         self.measurements["qmp_rtt_bound_ms"] = QMP_RTT_BOUND_MS
-        if not stats["count"]:
-            self.fail("no query-status sample fell inside the migration")
-        if stats["max_ms"] > QMP_RTT_BOUND_MS:
-            self.fail(f"destination QMP stalled: max query-status RTT {stats['max_ms']:.1f} ms "
-                      f"(p99 {stats['p99_ms']:.1f} ms, {stats['count']} samples) > "
-                      f"{QMP_RTT_BOUND_MS:.0f} ms while mapping {self.large_mem} MB; "
-                      f"{tl.on_main_thread}/{len(tl.maps)} maps on the main thread")  # fmt: skip
+        # Every sample (sent, ms from the source's stop; RTT, ms): the timeline of a stall.
+        zero = m.source_stop or start
+        self.measurements["qmp_rtt_samples"] = [
+            [round((r.sent - zero) * 1000, 1), round(r.rtt * 1000, 3)] for r in rec.rtt
+        ]
+        if not tl.maps:
+            self.fail("the destination's trace shows no guest-RAM map")
+        if tl.main_tid is None:
+            self.fail("the destination's trace does not tell its main thread")
+        if tl.on_main_thread:
+            self.fail(f"{tl.on_main_thread}/{len(tl.maps)} guest-RAM maps ran on the "
+                      f"destination's main thread: QMP waited for them (max query-status RTT "
+                      f"{after_stop['max_ms']} ms after the source stopped, "
+                      f"{running['max_ms']} ms before)")  # fmt: skip
+        if not running["count"]:
+            self.fail("no query-status sample fell between the destination's setup and the "
+                      "source's stop")  # fmt: skip
+        if running["max_ms"] > QMP_RTT_BOUND_MS:
+            self.fail(f"destination QMP stalled while the source ran: max query-status RTT "
+                      f"{running['max_ms']:.1f} ms (p99 {running['p99_ms']:.1f} ms, "
+                      f"{running['count']} samples) > {QMP_RTT_BOUND_MS:.0f} ms while mapping "
+                      f"{self.large_mem} MB off the main thread")  # fmt: skip
 
 
 class MigrationCancel(MigrationBase):

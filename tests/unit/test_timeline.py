@@ -102,3 +102,42 @@ def test_svq_destination_maps_at_tree_allocated_iovas() -> None:
     ram = max(tl.maps, key=lambda mp: mp.size)
     assert ram.gpa == 0x100000 and ram.iova != ram.gpa
     assert {mp.phase for mp in tl.maps} == {Phase.RESUME_TO_DEVICE_START}
+
+
+QMP_RTT_DATA = Path(__file__).parent / "data" / "functional" / "qmp-rtt"
+
+
+@pytest.mark.parametrize("build", ["baseline", "repaired"])
+def test_qmp_rtt_while_the_source_runs_counts_a_straddling_query_up_to_the_stop(
+    build: str,
+) -> None:
+    """Real runs of MigrationQmpResponsive (2026-12-08, 1 GiB guests): the samples it kept
+    give back its bounded number, and the query answered after the device-state load counts
+    only up to the source's stop (baseline: 1068 ms in all, sent 206 ms after the stop)."""
+    from seriesgate.functional.timeline import RttSample, latency_within
+
+    m = json.loads((QMP_RTT_DATA / f"{build}-measurements.json").read_text())
+    samples = [RttSample(sent / 1000, rtt / 1000) for sent, rtt in m["qmp_rtt_samples"]]
+    setup = m["markers_ms_from_stop"]["dest_setup"] / 1000
+    running = latency_within(samples, (setup, 0.0))
+    assert running["max_ms"] == pytest.approx(m["qmp_rtt_source_running"]["max_ms"], abs=0.5)
+    assert running["max_ms"] < m["qmp_rtt_bound_ms"] < m["qmp_rtt_stop_and_copy"]["max_ms"]
+    # A query straddling the stop: only its part before the stop is "while the source runs".
+    straddle = [RttSample(-0.05, 1.0)]
+    assert latency_within(straddle, (setup, 0.0))["max_ms"] == pytest.approx(50.0)
+
+
+def test_the_qmp_claim_turns_on_main_thread_maps_and_the_rtt_while_the_source_runs() -> None:
+    from seriesgate.report.readable import deciding_number, measurement_parts
+
+    base, rep = (
+        json.loads((QMP_RTT_DATA / f"{b}-measurements.json").read_text())
+        for b in ("baseline", "repaired")
+    )
+    what, value = deciding_number({"status": "FAIL", "measurements": base})
+    assert what == "guest-RAM maps on the main thread; max QMP round trip while the source runs"
+    assert value == "2 of 2; 66.6 ms"
+    assert deciding_number({"status": "PASS", "measurements": rep})[1] == "0 of 7; 108 ms"
+    parts = measurement_parts(rep)
+    assert "QMP RTT after the source stopped max 420 ms (2 samples)" in parts
+    assert not any("samples [" in p or "qmp rtt samples" in p for p in parts)

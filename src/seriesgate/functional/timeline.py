@@ -454,6 +454,24 @@ def latency_stats(
     }
 
 
+def latency_within(samples: Sequence[RttSample], window: tuple[float, float]) -> dict[str, Any]:
+    """:func:`latency_stats` of the part of each round trip inside ``window``: how long QMP
+    kept a caller waiting then. A query sent just before the window ends and answered long
+    after counts only up to the end (e.g. sent before the source's stop, answered after the
+    destination loaded the device state).
+
+    >>> latency_within([RttSample(9.9, 0.4), RttSample(9.0, 0.01)], (8.0, 10.0))["max_ms"]
+    100.0
+    """
+    lo, hi = window
+    inside = [
+        RttSample(max(s.sent, lo), min(s.sent + s.rtt, hi) - max(s.sent, lo))
+        for s in samples
+        if s.sent < hi and s.sent + s.rtt > lo
+    ]
+    return latency_stats(inside)
+
+
 def largest_gap(stamps: Sequence[float]) -> tuple[float, float] | None:
     """The longest interval between consecutive timestamps (start, end), None if < 2 stamps."""
     ordered = sorted(stamps)
